@@ -1,0 +1,1 @@
+//! RobustMQ meta-service.

@@ -1,0 +1,16 @@
+//! gRPC contracts between RobustMQ tiers: the generated tonic/prost code for every
+//! `.proto` file in `proto/`, plus the encoded descriptor set that servers register with
+//! tonic-reflection so that grpcurl can call them.
+
+/// The public meta-service API (`robustmq.meta.v1`).
+pub mod meta {
+    tonic::include_proto!("robustmq.meta.v1");
+}
+
+/// The internal Raft transport between meta-service nodes (`robustmq.raft.v1`).
+pub mod raft {
+    tonic::include_proto!("robustmq.raft.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every service, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("robustmq_descriptor");
