@@ -12,5 +12,10 @@ pub mod raft {
     tonic::include_proto!("robustmq.raft.v1");
 }
 
+/// The journal tier's API (`robustmq.journal.v1`).
+pub mod journal {
+    tonic::include_proto!("robustmq.journal.v1");
+}
+
 /// Encoded `FileDescriptorSet` of every service, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("robustmq_descriptor");

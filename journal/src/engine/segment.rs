@@ -1,0 +1,849 @@
+//! The segment engine: a shard log in segment files on the local disk, with group commit.
+//!
+//! Appends go through one writer task per shard. The writer takes every request waiting in
+//! its bounded queue, copies their batches into one buffer (patching each baseOffset),
+//! writes it with one positional write, and then, with fsync=always, issues one fdatasync
+//! for the whole group before acknowledging any of them. While that fdatasync runs, new
+//! requests queue up and become the next group: concurrent appenders share fsyncs, and an
+//! acknowledged append is always durable. With `interval` a timer task syncs; with `never`
+//! nothing does. The high watermark (what readers see) advances only when an append is
+//! acknowledged.
+//!
+//! Reads, retention and truncation take the state lock briefly; file I/O for reads happens
+//! outside it on cloned file handles. Every batch served is checked (framing, base offset,
+//! CRC-32C), so a corrupted byte in an old segment surfaces as [`JournalError::Corrupt`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::{
+    AppendOutcome, EngineHooks, LogStats, ReadChunk, ShardLog, cut_batches, validate_batches,
+};
+use crate::batch::{self, BatchHeader};
+use crate::error::{JournalError, Result};
+use crate::log::segment::Segment;
+use crate::shard::{EngineKind, FsyncPolicy, ShardId, ShardSpec};
+
+/// Most bytes one group commit writes; larger queues are split over several groups.
+const GROUP_MAX_BYTES: usize = 64 << 20;
+/// Appends waiting for the writer; callers beyond it wait to enqueue (backpressure).
+const QUEUE_DEPTH: usize = 4096;
+
+struct AppendReq {
+    batches: Vec<Bytes>,
+    headers: Vec<BatchHeader>,
+    done: oneshot::Sender<Result<AppendOutcome>>,
+}
+
+struct State {
+    segments: BTreeMap<u64, Segment>,
+    log_start: u64,
+    log_end: u64,
+    hw: u64,
+    size: u64,
+    /// Set after a failed write or fsync: the file state is unknown until recovery runs
+    /// again (a restart), so the shard refuses appends rather than guess.
+    failed: Option<String>,
+    closed: bool,
+}
+
+struct Inner {
+    shard: ShardId,
+    dir: PathBuf,
+    spec: ShardSpec,
+    hooks: EngineHooks,
+    state: Mutex<State>,
+    hw_tx: watch::Sender<u64>,
+}
+
+/// A shard log stored in segment files under one directory.
+pub struct SegmentLog {
+    inner: Arc<Inner>,
+    tx: Mutex<Option<mpsc::Sender<AppendReq>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Facts about a recovery, for the log line that reports it.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub log_start: u64,
+    pub log_end: u64,
+    /// Bytes cut from the active segment's tail, and why.
+    pub truncated: Option<(u64, String)>,
+}
+
+impl SegmentLog {
+    /// Opens (or creates) the log in `dir`, running recovery. Must run inside a tokio
+    /// runtime: it starts the shard's writer task.
+    pub async fn open(
+        shard: ShardId,
+        dir: PathBuf,
+        spec: ShardSpec,
+        hooks: EngineHooks,
+    ) -> Result<(SegmentLog, RecoveryReport)> {
+        let s2 = shard.clone();
+        let d2 = dir.clone();
+        let interval = spec.index_interval_bytes;
+        let (state, report) = tokio::task::spawn_blocking(move || recover(&s2, &d2, interval))
+            .await
+            .map_err(|e| {
+                JournalError::io(&shard, "joining recovery", std::io::Error::other(e))
+            })??;
+        let hw = state.hw;
+        let inner = Arc::new(Inner {
+            shard,
+            dir,
+            spec,
+            hooks,
+            state: Mutex::new(state),
+            hw_tx: watch::channel(hw).0,
+        });
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer = tokio::spawn(writer_loop(inner.clone(), rx));
+        let syncer = inner
+            .spec
+            .fsync
+            .interval()
+            .map(|every| tokio::spawn(interval_sync_loop(Arc::downgrade(&inner), every)));
+        Ok((
+            SegmentLog {
+                inner,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                syncer: Mutex::new(syncer),
+            },
+            report,
+        ))
+    }
+
+    /// The shard's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every mutation of the state completes before anything that could panic, so a
+    // poisoned lock still guards consistent data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Lists the segment files, drops leftovers of interrupted index writes, opens sealed
+/// segments with their indexes and scans the active one, cutting a torn tail.
+fn recover(shard: &ShardId, dir: &Path, interval: u64) -> Result<(State, RecoveryReport)> {
+    let io = |ctx: &str, e| JournalError::io(shard, format!("{ctx} in {}", dir.display()), e);
+    fs::create_dir_all(dir).map_err(|e| io("creating the shard directory", e))?;
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io("listing segments", e))? {
+        let entry = entry.map_err(|e| io("listing segments", e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        } else if let Some(stem) = name.strip_suffix(".log")
+            && let Ok(base) = stem.parse::<u64>()
+        {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    let mut segments = BTreeMap::new();
+    let mut report = RecoveryReport::default();
+    if bases.is_empty() {
+        let seg = Segment::create(dir, 0).map_err(|e| io("creating the first segment", e))?;
+        sync_dir(dir).map_err(|e| io("syncing the directory", e))?;
+        segments.insert(0, seg);
+    }
+    for (i, &base) in bases.iter().enumerate() {
+        let seg = if let Some(&next) = bases.get(i + 1) {
+            Segment::open_sealed(dir, base, next, interval)
+                .map_err(|e| io(&format!("opening sealed segment {base}"), e))?
+        } else {
+            let (seg, cut) = Segment::open_active(dir, base, interval)
+                .map_err(|e| io(&format!("recovering active segment {base}"), e))?;
+            report.truncated = cut;
+            seg
+        };
+        segments.insert(base, seg);
+    }
+    let log_start = segments.keys().next().copied().unwrap_or(0);
+    let log_end = segments.values().next_back().map_or(0, |s| s.next_offset);
+    let size = segments.values().map(|s| s.size).sum();
+    report.segments = segments.len();
+    report.log_start = log_start;
+    report.log_end = log_end;
+    Ok((
+        State {
+            segments,
+            log_start,
+            log_end,
+            // What survived on disk is as committed as it will ever be.
+            hw: log_end,
+            size,
+            failed: None,
+            closed: false,
+        },
+        report,
+    ))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+async fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<AppendReq>) {
+    while let Some(first) = rx.recv().await {
+        let mut bytes: usize = first.batches.iter().map(Bytes::len).sum();
+        let mut group = vec![first];
+        while bytes < GROUP_MAX_BYTES {
+            match rx.try_recv() {
+                Ok(r) => {
+                    bytes += r.batches.iter().map(Bytes::len).sum::<usize>();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let worker = inner.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let results = worker.commit_group(&group);
+            (group, results)
+        })
+        .await;
+        match joined {
+            Ok((group, results)) => {
+                for (req, res) in group.into_iter().zip(results) {
+                    // The caller may have gone away (cancelled RPC); the data is committed
+                    // regardless, as with any write whose ack is lost.
+                    let _ = req.done.send(res);
+                }
+            }
+            Err(e) => {
+                // The group's senders were moved into the panicked task and dropped: their
+                // callers see a closed channel. Refuse further appends.
+                lock(&inner.state).failed = Some(format!("writer panicked: {e}"));
+            }
+        }
+    }
+}
+
+async fn interval_sync_loop(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let _ = tokio::task::spawn_blocking(move || inner.sync_active()).await;
+    }
+}
+
+impl Inner {
+    fn out_of_range(&self, st: &State, offset: u64) -> JournalError {
+        JournalError::OffsetOutOfRange {
+            shard: self.shard.clone(),
+            offset,
+            log_start: st.log_start,
+            log_end: st.hw,
+        }
+    }
+
+    fn corrupt(&self, path: &Path, position: u64, offset: u64, reason: String) -> JournalError {
+        JournalError::Corrupt {
+            shard: self.shard.clone(),
+            path: path.to_path_buf(),
+            position,
+            offset,
+            reason,
+        }
+    }
+
+    fn observe_fsync(&self, started: Instant) {
+        if let Some(h) = &self.hooks.fsync_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Seals the active segment and starts a new one at the log end.
+    fn roll(&self, st: &mut State) -> std::io::Result<()> {
+        let sync = self.spec.fsync != FsyncPolicy::Never;
+        if let Some(active) = st.segments.values_mut().next_back() {
+            let started = Instant::now();
+            active.seal(&self.dir, sync)?;
+            if sync {
+                self.observe_fsync(started);
+            }
+        }
+        let seg = Segment::create(&self.dir, st.log_end)?;
+        if sync {
+            sync_dir(&self.dir)?;
+        }
+        st.segments.insert(seg.base, seg);
+        Ok(())
+    }
+
+    /// Writes one group of appends and, with fsync=always, makes it durable. Returns one
+    /// outcome per request.
+    fn commit_group(&self, group: &[AppendReq]) -> Vec<Result<AppendOutcome>> {
+        let mut st = lock(&self.state);
+        if st.closed || st.failed.is_some() {
+            return group.iter().map(|_| Err(self.refusal(&st))).collect();
+        }
+        let mut outcomes = Vec::with_capacity(group.len());
+        if let Err(e) = self.write_group(&mut st, group, &mut outcomes) {
+            st.failed = Some(format!("write failed: {e}"));
+            return group
+                .iter()
+                .map(|_| Err(JournalError::io(&self.shard, "appending", e.kind().into())))
+                .collect();
+        }
+        let end = st.log_end;
+        if self.spec.fsync == FsyncPolicy::Always {
+            let file = st.segments.values().next_back().map(|s| s.file.clone());
+            // Sync outside the lock so that readers and the next group's bookkeeping do
+            // not wait on the disk.
+            drop(st);
+            let started = Instant::now();
+            let synced = file.map_or(Ok(()), |f| f.sync_data());
+            self.observe_fsync(started);
+            st = lock(&self.state);
+            if let Err(e) = synced {
+                st.failed = Some(format!("fdatasync failed: {e}"));
+                return group
+                    .iter()
+                    .map(|_| Err(JournalError::io(&self.shard, "fdatasync", e.kind().into())))
+                    .collect();
+            }
+        }
+        // A truncation may have run while the lock was released: never expose more than
+        // the log holds.
+        let hw = end.min(st.log_end).max(st.hw);
+        st.hw = hw;
+        drop(st);
+        self.hw_tx.send_replace(hw);
+        outcomes.into_iter().map(Ok).collect()
+    }
+
+    fn refusal(&self, st: &State) -> JournalError {
+        match &st.failed {
+            Some(why) => JournalError::io(
+                &self.shard,
+                format!("appending to a shard that failed earlier ({why}); restart to recover"),
+                std::io::Error::other("shard failed"),
+            ),
+            None => JournalError::Closed {
+                shard: self.shard.clone(),
+            },
+        }
+    }
+
+    fn write_group(
+        &self,
+        st: &mut State,
+        group: &[AppendReq],
+        outcomes: &mut Vec<AppendOutcome>,
+    ) -> std::io::Result<()> {
+        let spec = &self.spec;
+        if let Some(active) = st.segments.values().next_back()
+            && active.size > 0
+            && spec.segment_ms > 0
+            && active.opened_at.elapsed() >= Duration::from_millis(spec.segment_ms)
+        {
+            self.roll(st)?;
+        }
+        let total: usize = group
+            .iter()
+            .flat_map(|r| r.batches.iter())
+            .map(Bytes::len)
+            .sum();
+        let mut buf: Vec<u8> = Vec::with_capacity(total.min(spec.segment_bytes as usize));
+        let mut metas: Vec<(u64, u64, u64, i64)> = Vec::new();
+        let mut next = st.log_end;
+        for req in group {
+            let base_offset = next;
+            for (b, h) in req.batches.iter().zip(&req.headers) {
+                let (active_size, active_base) = st
+                    .segments
+                    .values()
+                    .next_back()
+                    .map_or((0, next), |s| (s.size, s.base));
+                let filled = active_size + buf.len() as u64;
+                let too_big = filled > 0 && filled + b.len() as u64 > spec.segment_bytes;
+                // Relative offsets in the index are 32-bit.
+                let too_many = next + h.offset_count() - active_base > u32::MAX as u64;
+                if too_big || too_many {
+                    self.flush(st, &mut buf, &mut metas, next)?;
+                    self.roll(st)?;
+                }
+                let at = buf.len();
+                buf.extend_from_slice(b);
+                batch::set_base_offset(&mut buf[at..], next);
+                metas.push((next, b.len() as u64, h.offset_count(), h.max_timestamp));
+                next += h.offset_count();
+            }
+            outcomes.push(AppendOutcome {
+                base_offset,
+                log_end: next,
+            });
+        }
+        self.flush(st, &mut buf, &mut metas, next)
+    }
+
+    /// Writes the buffered batches to the active segment and advances the log end.
+    fn flush(
+        &self,
+        st: &mut State,
+        buf: &mut Vec<u8>,
+        metas: &mut Vec<(u64, u64, u64, i64)>,
+        next: u64,
+    ) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let interval = self.spec.index_interval_bytes;
+        let active = st
+            .segments
+            .values_mut()
+            .next_back()
+            .ok_or_else(|| std::io::Error::other("no active segment"))?;
+        let before = active.size;
+        if let Err(e) = active.append(buf, metas, interval) {
+            // Best effort: do not leave a partial batch behind for recovery to find.
+            let _ = active.file.set_len(before);
+            return Err(e);
+        }
+        st.size += buf.len() as u64;
+        st.log_end = next;
+        buf.clear();
+        metas.clear();
+        Ok(())
+    }
+
+    fn sync_active(&self) {
+        let file = {
+            let st = lock(&self.state);
+            st.segments.values().next_back().map(|s| s.file.clone())
+        };
+        if let Some(f) = file {
+            let started = Instant::now();
+            if let Err(e) = f.sync_data() {
+                tracing::error!(shard = %self.shard, error = %e, "interval fdatasync failed");
+                lock(&self.state).failed = Some(format!("fdatasync failed: {e}"));
+            }
+            self.observe_fsync(started);
+        }
+    }
+
+    fn read_sync(&self, offset: u64, max_bytes: usize) -> Result<ReadChunk> {
+        // Plan under the lock: where to start, and which files to continue into.
+        let (plan, hw, log_start) = {
+            let st = lock(&self.state);
+            if offset < st.log_start || offset > st.hw {
+                return Err(self.out_of_range(&st, offset));
+            }
+            if offset == st.hw {
+                return Ok(ReadChunk {
+                    records: Bytes::new(),
+                    next_offset: offset,
+                    high_watermark: st.hw,
+                    log_start: st.log_start,
+                });
+            }
+            let mut plan = Vec::new();
+            let mut first = true;
+            for seg in st
+                .segments
+                .range(..=offset)
+                .next_back()
+                .into_iter()
+                .map(|x| x.1)
+                .chain(
+                    st.segments
+                        .range(offset + 1..)
+                        .map(|x| x.1)
+                        .take_while(|s| s.base < st.hw),
+                )
+            {
+                let (pos, base) = if first {
+                    first = false;
+                    let found = seg.find(offset).map_err(|e| {
+                        JournalError::io(&self.shard, format!("seeking offset {offset}"), e)
+                    })?;
+                    let Some(p) = found else {
+                        return Err(self.corrupt(
+                            &seg.path,
+                            0,
+                            offset,
+                            "unreadable batch header while seeking the offset".into(),
+                        ));
+                    };
+                    (p.pos, p.batch_base)
+                } else {
+                    (0, seg.base)
+                };
+                plan.push((seg.file.clone(), seg.path.clone(), pos, seg.size, base));
+            }
+            (plan, st.hw, st.log_start)
+        };
+
+        let mut out: Vec<u8> = Vec::new();
+        let mut next = offset;
+        let mut first = true;
+        'segments: for (file, path, mut pos, size, base) in plan {
+            if first {
+                // The first position is the start of the batch holding `offset`.
+                first = false;
+                next = base;
+            } else if next != base {
+                // The previous segment did not end where this one starts.
+                return Err(self.corrupt(
+                    &path,
+                    0,
+                    base,
+                    format!("segment starts at {base}, but the previous one ended at {next}"),
+                ));
+            }
+            while pos < size && next < hw {
+                let budget = max_bytes.saturating_sub(out.len());
+                if budget == 0 && !out.is_empty() {
+                    break 'segments;
+                }
+                let min_one = out.is_empty();
+                let mut want = (budget.max(batch::HEADER_LEN) as u64).min(size - pos) as usize;
+                let mut buf = vec![0u8; want];
+                file.read_exact_at(&mut buf, pos).map_err(|e| {
+                    JournalError::io(&self.shard, format!("reading {}", path.display()), e)
+                })?;
+                if let Some((_, total)) = batch::peek_offset_and_len(&buf)
+                    && total > want
+                {
+                    if !min_one {
+                        break 'segments;
+                    }
+                    if total as u64 > size - pos {
+                        return Err(self.corrupt(
+                            &path,
+                            pos,
+                            next,
+                            format!(
+                                "batch declares {total} bytes, only {} remain in the segment",
+                                size - pos
+                            ),
+                        ));
+                    }
+                    want = total;
+                    buf.resize(want, 0);
+                    file.read_exact_at(&mut buf, pos).map_err(|e| {
+                        JournalError::io(&self.shard, format!("reading {}", path.display()), e)
+                    })?;
+                }
+                let (n, after) = cut_batches(&buf, next, hw, budget.max(1), min_one, true)
+                    .map_err(|(p, off, why)| self.corrupt(&path, pos + p as u64, off, why))?;
+                if n == 0 {
+                    if min_one && next < hw {
+                        return Err(self.corrupt(
+                            &path,
+                            pos,
+                            next,
+                            "no whole batch where one was expected".into(),
+                        ));
+                    }
+                    break 'segments;
+                }
+                out.extend_from_slice(&buf[..n]);
+                pos += n as u64;
+                next = after;
+                if n < want && pos < size {
+                    // Stopped by the budget or the high watermark inside this buffer.
+                    break 'segments;
+                }
+            }
+        }
+        Ok(ReadChunk {
+            records: Bytes::from(out),
+            next_offset: next,
+            high_watermark: hw,
+            log_start,
+        })
+    }
+
+    fn offset_for_timestamp_sync(&self, ts: i64) -> Result<Option<u64>> {
+        let st = lock(&self.state);
+        for seg in st.segments.values() {
+            if seg.index.max_timestamp.is_none_or(|m| m < ts) {
+                continue;
+            }
+            let start_rel = seg.index.time_lookup(ts).unwrap_or(0);
+            let from = seg.base + start_rel as u64;
+            let found = seg
+                .find(from)
+                .map_err(|e| JournalError::io(&self.shard, "seeking a timestamp", e))?;
+            let Some(p) = found else {
+                return Err(self.corrupt(&seg.path, 0, from, "unreadable batch header".into()));
+            };
+            let (mut pos, mut base) = (p.pos, p.batch_base);
+            let mut head = [0u8; batch::HEADER_LEN];
+            while pos < seg.size && base < st.hw {
+                seg.file
+                    .read_exact_at(&mut head, pos)
+                    .map_err(|e| JournalError::io(&self.shard, "reading a batch header", e))?;
+                let h = batch::parse_header(&head, false)
+                    .map_err(|e| self.corrupt(&seg.path, pos, base, e.to_string()))?;
+                if h.max_timestamp >= ts {
+                    return Ok(Some(base));
+                }
+                pos += h.total_len as u64;
+                base += h.offset_count();
+            }
+        }
+        Ok(None)
+    }
+
+    fn truncate_sync(&self, offset: u64) -> Result<()> {
+        let mut st = lock(&self.state);
+        if offset < st.log_start || offset > st.log_end {
+            return Err(JournalError::BadTruncate {
+                shard: self.shard.clone(),
+                offset,
+                reason: format!("outside the log [{}, {}]", st.log_start, st.log_end),
+            });
+        }
+        if offset == st.log_end {
+            return Ok(());
+        }
+        let io = |e| JournalError::io(&self.shard, format!("truncating to {offset}"), e);
+        let keep = st
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map(|(b, _)| *b)
+            .unwrap_or(st.log_start);
+        let later: Vec<u64> = st.segments.range(keep + 1..).map(|(b, _)| *b).collect();
+        for b in later {
+            if let Some(seg) = st.segments.remove(&b) {
+                seg.delete_files(&self.dir).map_err(io)?;
+                st.size -= seg.size;
+            }
+        }
+        let interval = self.spec.index_interval_bytes;
+        let seg = st
+            .segments
+            .get_mut(&keep)
+            .ok_or_else(|| io(std::io::Error::other("segment vanished")))?;
+        let p = seg
+            .find(offset)
+            .map_err(io)?
+            .ok_or_else(|| self.corrupt(&seg.path, 0, offset, "unreadable batch header".into()))?;
+        let old = seg.size;
+        seg.truncate_to(p.pos, p.batch_base, interval, &self.dir)
+            .map_err(io)?;
+        st.size -= old - p.pos;
+        st.log_end = p.batch_base;
+        st.hw = st.hw.min(st.log_end);
+        let hw = st.hw;
+        drop(st);
+        self.hw_tx.send_replace(hw);
+        Ok(())
+    }
+
+    fn retention_sync(&self, now_ms: i64) -> Result<u64> {
+        let mut st = lock(&self.state);
+        let io = |e| JournalError::io(&self.shard, "applying retention", e);
+        if self.spec.retention_ms > 0 {
+            let cutoff = now_ms.saturating_sub(self.spec.retention_ms as i64);
+            loop {
+                let Some(first) = st.segments.values().next() else {
+                    break;
+                };
+                let expired = first.index.max_timestamp.is_none_or(|m| m < cutoff);
+                if !expired || first.size == 0 {
+                    break;
+                }
+                if st.segments.len() == 1 {
+                    // Everything is expired: start an empty segment so that the old one can
+                    // go, but only once it is all committed.
+                    if st.hw < st.log_end {
+                        break;
+                    }
+                    self.roll(&mut st).map_err(io)?;
+                    continue;
+                }
+                if first.next_offset > st.hw {
+                    break;
+                }
+                self.delete_first(&mut st).map_err(io)?;
+            }
+        }
+        if self.spec.retention_bytes > 0 {
+            while st.segments.len() > 1 && st.size > self.spec.retention_bytes {
+                let Some(first) = st.segments.values().next() else {
+                    break;
+                };
+                if first.next_offset > st.hw {
+                    break;
+                }
+                self.delete_first(&mut st).map_err(io)?;
+            }
+        }
+        Ok(st.log_start)
+    }
+
+    fn delete_first(&self, st: &mut State) -> std::io::Result<()> {
+        if let Some((_, seg)) = st.segments.pop_first() {
+            seg.delete_files(&self.dir)?;
+            st.size -= seg.size;
+            st.log_start = st.segments.keys().next().copied().unwrap_or(st.log_end);
+            tracing::info!(shard = %self.shard, segment = seg.base, log_start = st.log_start,
+                "retention deleted a segment");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ShardLog for SegmentLog {
+    fn shard(&self) -> &ShardId {
+        &self.inner.shard
+    }
+
+    fn engine(&self) -> EngineKind {
+        EngineKind::Segment
+    }
+
+    async fn append(&self, batches: Vec<Bytes>) -> Result<AppendOutcome> {
+        let shard = &self.inner.shard;
+        let headers = validate_batches(shard, &batches)?;
+        let closed = || JournalError::Closed {
+            shard: shard.clone(),
+        };
+        let tx = lock(&self.tx).clone().ok_or_else(closed)?;
+        let (done, rx) = oneshot::channel();
+        tx.send(AppendReq {
+            batches,
+            headers,
+            done,
+        })
+        .await
+        .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadChunk> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.read_sync(offset, max_bytes))
+            .await
+            .map_err(|e| {
+                JournalError::io(
+                    &self.inner.shard,
+                    "joining a read",
+                    std::io::Error::other(e),
+                )
+            })?
+    }
+
+    async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.offset_for_timestamp_sync(ts))
+            .await
+            .map_err(|e| {
+                JournalError::io(
+                    &self.inner.shard,
+                    "joining a lookup",
+                    std::io::Error::other(e),
+                )
+            })?
+    }
+
+    async fn truncate(&self, offset: u64) -> Result<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.truncate_sync(offset))
+            .await
+            .map_err(|e| {
+                JournalError::io(
+                    &self.inner.shard,
+                    "joining a truncation",
+                    std::io::Error::other(e),
+                )
+            })?
+    }
+
+    async fn enforce_retention(&self, now_ms: i64) -> Result<u64> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.retention_sync(now_ms))
+            .await
+            .map_err(|e| {
+                JournalError::io(
+                    &self.inner.shard,
+                    "joining retention",
+                    std::io::Error::other(e),
+                )
+            })?
+    }
+
+    fn stats(&self) -> LogStats {
+        let st = lock(&self.inner.state);
+        LogStats {
+            log_start: st.log_start,
+            high_watermark: st.hw,
+            log_end: st.log_end,
+            size_bytes: st.size,
+            segments: st.segments.len() as u32,
+        }
+    }
+
+    fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.inner.hw_tx.subscribe()
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Dropping the sender lets the writer finish what is queued, then stop.
+        drop(lock(&self.tx).take());
+        let writer = lock(&self.writer).take();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+        if let Some(s) = lock(&self.syncer).take() {
+            s.abort();
+        }
+        let inner = self.inner.clone();
+        let policy = inner.spec.fsync;
+        let file = {
+            let mut st = lock(&inner.state);
+            st.closed = true;
+            st.segments.values().next_back().map(|s| s.file.clone())
+        };
+        if policy != FsyncPolicy::Never
+            && let Some(f) = file
+        {
+            tokio::task::spawn_blocking(move || f.sync_data())
+                .await
+                .map_err(|e| {
+                    JournalError::io(
+                        &inner.shard,
+                        "joining the final sync",
+                        std::io::Error::other(e),
+                    )
+                })?
+                .map_err(|e| JournalError::io(&inner.shard, "final fdatasync", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SegmentLog {
+    fn drop(&mut self) {
+        if let Some(s) = lock(&self.syncer).take() {
+            s.abort();
+        }
+    }
+}

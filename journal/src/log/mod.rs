@@ -1,0 +1,22 @@
+//! The on-disk log of one shard: segment files, their sparse indexes, and start-up recovery.
+//!
+//! ```text
+//! {data_dir}/{topic%enc}@{index:06}/
+//!     shard.yaml                   the shard's id, spec and leadership
+//!     00000000000000000000.log     batches, back to back, exactly as served
+//!     00000000000000000000.index   sparse offset index (sealed segments only)
+//!     00000000000000000000.timeindex
+//!     00000000000000004711.log     the active segment (its indexes live in memory and are
+//!                                  rebuilt by recovery at start-up)
+//! ```
+
+pub mod index;
+pub mod recovery;
+pub mod segment;
+
+use std::path::{Path, PathBuf};
+
+/// `{base:020}.{ext}` inside `dir`.
+pub fn segment_path(dir: &Path, base: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}"))
+}

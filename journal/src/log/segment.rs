@@ -1,0 +1,229 @@
+//! One segment: a file of batches back to back, starting at a base offset, with its sparse
+//! indexes. The segment does positional I/O only; offsets, locking and durability policy
+//! belong to the engine (`engine::segment`).
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::index::SegmentIndex;
+use super::recovery;
+use super::segment_path;
+use crate::batch;
+
+/// A segment file and its in-memory indexes.
+#[derive(Debug)]
+pub struct Segment {
+    pub base: u64,
+    /// Offset after the last batch in this segment.
+    pub next_offset: u64,
+    pub size: u64,
+    pub file: Arc<File>,
+    pub path: PathBuf,
+    pub index: SegmentIndex,
+    /// When this process opened or created the segment; drives rolling by age. (After a
+    /// restart the age counts from the restart: the file's own mtime moves with every write.)
+    pub opened_at: Instant,
+}
+
+/// Where a lookup landed: the batch at `pos` holds the offset asked for (its base may be
+/// lower), or `pos == size` when the offset is at the segment's end.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    pub pos: u64,
+    pub batch_base: u64,
+}
+
+impl Segment {
+    /// Creates an empty segment file (failing if it exists).
+    pub fn create(dir: &Path, base: u64) -> std::io::Result<Segment> {
+        let path = segment_path(dir, base, "log");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Segment {
+            base,
+            next_offset: base,
+            size: 0,
+            file: Arc::new(file),
+            path,
+            index: SegmentIndex::default(),
+            opened_at: Instant::now(),
+        })
+    }
+
+    /// Opens the active (last) segment: scans every batch with CRCs and cuts the file at
+    /// the end of the valid prefix. Returns the segment and, if bytes were cut, why.
+    pub fn open_active(
+        dir: &Path,
+        base: u64,
+        index_interval: u64,
+    ) -> std::io::Result<(Segment, Option<(u64, String)>)> {
+        let path = segment_path(dir, base, "log");
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let len = file.metadata()?.len();
+        let scan = recovery::scan(&file, len, base, true, index_interval)?;
+        let mut cut = None;
+        if scan.valid_len < len {
+            file.set_len(scan.valid_len)?;
+            file.sync_all()?;
+            cut = Some((
+                len - scan.valid_len,
+                scan.stopped.unwrap_or_else(|| "trailing bytes".into()),
+            ));
+        }
+        // The active segment's index files (from an earlier life as a sealed segment, or a
+        // crash mid-roll) are stale: its index lives in memory until it is sealed.
+        let _ = fs::remove_file(segment_path(dir, base, "index"));
+        let _ = fs::remove_file(segment_path(dir, base, "timeindex"));
+        Ok((
+            Segment {
+                base,
+                next_offset: scan.next_offset,
+                size: scan.valid_len,
+                file: Arc::new(file),
+                path,
+                index: scan.index,
+                opened_at: Instant::now(),
+            },
+            cut,
+        ))
+    }
+
+    /// Opens a sealed segment, whose successor starts at `next_base`. Loads its index
+    /// files, or rebuilds them from a header scan when they are missing or inconsistent.
+    pub fn open_sealed(
+        dir: &Path,
+        base: u64,
+        next_base: u64,
+        index_interval: u64,
+    ) -> std::io::Result<Segment> {
+        let path = segment_path(dir, base, "log");
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let len = file.metadata()?.len();
+        let (ip, tp) = (
+            segment_path(dir, base, "index"),
+            segment_path(dir, base, "timeindex"),
+        );
+        let index = match SegmentIndex::load(&ip, &tp, len) {
+            Some(ix) => ix,
+            None => {
+                let scan = recovery::scan(&file, len, base, false, index_interval)?;
+                let mut ix = scan.index;
+                ix.seal_times((scan.next_offset.saturating_sub(base + 1)) as u32);
+                ix.write_files(&ip, &tp)?;
+                ix
+            }
+        };
+        Ok(Segment {
+            base,
+            next_offset: next_base,
+            size: len,
+            file: Arc::new(file),
+            path,
+            index,
+            opened_at: Instant::now(),
+        })
+    }
+
+    /// Writes `data` (whole batches) at the end of the file and indexes them; `batches`
+    /// gives each batch's (base offset, length, offset count, max timestamp).
+    pub fn append(
+        &mut self,
+        data: &[u8],
+        batches: &[(u64, u64, u64, i64)],
+        index_interval: u64,
+    ) -> std::io::Result<()> {
+        self.file.write_all_at(data, self.size)?;
+        let mut pos = self.size;
+        for &(base, len, count, max_ts) in batches {
+            self.index.on_append(
+                (base - self.base) as u32,
+                pos as u32,
+                len,
+                max_ts,
+                index_interval,
+            );
+            pos += len;
+            self.next_offset = base + count;
+        }
+        self.size = pos;
+        Ok(())
+    }
+
+    /// Writes the index files and fsyncs (unless `sync` is off) the log, before the segment
+    /// stops being the active one.
+    pub fn seal(&mut self, dir: &Path, sync: bool) -> std::io::Result<()> {
+        if sync {
+            self.file.sync_data()?;
+        }
+        let last_rel = self.next_offset.saturating_sub(self.base + 1) as u32;
+        self.index.seal_times(last_rel);
+        self.index.write_files(
+            &segment_path(dir, self.base, "index"),
+            &segment_path(dir, self.base, "timeindex"),
+        )
+    }
+
+    /// Finds the batch holding `offset` (which must be in `base..next_offset`), scanning
+    /// headers forward from the nearest index entry.
+    pub fn find(&self, offset: u64) -> std::io::Result<Option<Position>> {
+        let rel = (offset - self.base) as u32;
+        let (mut pos, mut batch_base) = match self.index.lookup(rel) {
+            Some(e) => (e.pos as u64, self.base + e.rel as u64),
+            None => (0, self.base),
+        };
+        let mut head = [0u8; batch::HEADER_LEN];
+        while pos < self.size {
+            if self.size - pos < batch::HEADER_LEN as u64 {
+                return Ok(None);
+            }
+            self.file.read_exact_at(&mut head, pos)?;
+            let Ok(h) = batch::parse_header(&head, false) else {
+                return Ok(None);
+            };
+            let last = batch_base + h.last_offset_delta as u64;
+            if last >= offset {
+                return Ok(Some(Position { pos, batch_base }));
+            }
+            pos += h.total_len as u64;
+            batch_base = last + 1;
+        }
+        Ok(Some(Position {
+            pos: self.size,
+            batch_base: self.next_offset,
+        }))
+    }
+
+    /// Cuts the segment so that it ends at byte `pos`, where the batch with base offset
+    /// `new_next` began, and rebuilds its in-memory index.
+    pub fn truncate_to(
+        &mut self,
+        pos: u64,
+        new_next: u64,
+        index_interval: u64,
+        dir: &Path,
+    ) -> std::io::Result<()> {
+        self.file.set_len(pos)?;
+        self.file.sync_all()?;
+        let scan = recovery::scan(&self.file, pos, self.base, false, index_interval)?;
+        self.index = scan.index;
+        self.size = pos;
+        self.next_offset = new_next;
+        let _ = fs::remove_file(segment_path(dir, self.base, "index"));
+        let _ = fs::remove_file(segment_path(dir, self.base, "timeindex"));
+        Ok(())
+    }
+
+    /// Deletes the segment's files.
+    pub fn delete_files(&self, dir: &Path) -> std::io::Result<()> {
+        fs::remove_file(&self.path)?;
+        let _ = fs::remove_file(segment_path(dir, self.base, "index"));
+        let _ = fs::remove_file(segment_path(dir, self.base, "timeindex"));
+        Ok(())
+    }
+}
