@@ -121,3 +121,27 @@ impl JournalError {
 }
 
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
+
+/// Errors while opening the node's shards at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid shard file: {reason}")]
+    BadShardFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl StartupError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        StartupError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

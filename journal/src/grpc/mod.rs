@@ -1,0 +1,45 @@
+//! The gRPC face of a journal node: `JournalService` (see `proto/proto/journal.proto`) plus
+//! server reflection, served by tonic with message-size limits from the config.
+
+mod service;
+pub mod status;
+
+use std::sync::Arc;
+
+use robustmq_proto::journal::journal_service_server::JournalServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use service::{JournalGrpc, Limits};
+
+use crate::metrics::Metrics;
+use crate::registry::ShardManager;
+
+/// Serves JournalService and reflection on `listener` until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    shards: Arc<ShardManager>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    cancel: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    // Room for the batches plus the request's own framing.
+    let max_msg = limits.max_append_bytes + 64 * 1024;
+    let svc = JournalServiceServer::new(JournalGrpc::new(shards, metrics, limits, cancel.clone()))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(limits.max_read_bytes.max(max_msg) + 64 * 1024);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(robustmq_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+    let mut router = tonic::transport::Server::builder().add_service(svc);
+    if let Some(r) = reflection {
+        router = router.add_service(r);
+    } else {
+        tracing::warn!("gRPC reflection unavailable: the descriptor set did not load");
+    }
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled_owned())
+        .await
+}
