@@ -1,0 +1,145 @@
+//! State kept on behalf of clients: consumer-group offsets, MQTT sessions and retained
+//! messages.
+
+use robustmq_proto::meta::{ClaimSessionRequest, PartitionOffset, RetainedMessage, Session, Topic};
+
+use crate::error::{MetaError, MetaResult};
+use crate::keys;
+use crate::store::validate::free_key;
+use crate::store::{Output, Pb, State};
+
+/// MQTT's "never expires" session expiry interval.
+const NEVER: u32 = u32::MAX;
+
+pub(super) fn commit_offsets(
+    s: &mut State,
+    group: &str,
+    offsets: &[Pb<PartitionOffset>],
+    now: u64,
+) -> MetaResult<Output> {
+    free_key("group", group)?;
+    for Pb(o) in offsets {
+        let Some(t) = s.get::<Topic>(&keys::topic(&o.topic)) else {
+            return Err(MetaError::not_found("topic", &o.topic));
+        };
+        if o.partition >= t.shards {
+            return Err(MetaError::not_found(
+                "partition",
+                format!("{}/{}", o.topic, o.partition),
+            ));
+        }
+    }
+    for Pb(o) in offsets {
+        let mut o = o.clone();
+        o.committed_at_ms = now;
+        s.put(keys::offset(group, &o.topic, o.partition), &o);
+    }
+    Ok(Output::None)
+}
+
+pub(super) fn delete_group(s: &mut State, group: &str) -> MetaResult<Output> {
+    if s.delete_prefix(&keys::group_offsets(group)) == 0 {
+        return Err(MetaError::not_found("group", group));
+    }
+    Ok(Output::None)
+}
+
+fn expired(session: &Session, now: u64) -> bool {
+    session.disconnected_at_ms != 0
+        && session.expiry_interval_secs != NEVER
+        && session.disconnected_at_ms + u64::from(session.expiry_interval_secs) * 1000 <= now
+}
+
+pub(super) fn put_session(s: &mut State, session: &Session) -> MetaResult<Output> {
+    free_key("client_id", &session.client_id)?;
+    s.put(keys::session(&session.client_id), session);
+    Ok(Output::Session(Pb(session.clone())))
+}
+
+/// Makes `broker_id` the owner of the session, returning what was stored before so that
+/// the new owner can resume it and the old owner can be told to let go.
+pub(super) fn claim_session(
+    s: &mut State,
+    claim: &ClaimSessionRequest,
+    now: u64,
+) -> MetaResult<Output> {
+    free_key("client_id", &claim.client_id)?;
+    let key = keys::session(&claim.client_id);
+    let previous = s.get::<Session>(&key).filter(|p| !expired(p, now));
+    let current = match (&previous, claim.clean_start) {
+        (Some(prev), false) => Session {
+            owner_broker: claim.broker_id,
+            disconnected_at_ms: 0,
+            expiry_interval_secs: claim.expiry_interval_secs,
+            protocol_version: claim.protocol_version,
+            ..prev.clone()
+        },
+        _ => Session {
+            client_id: claim.client_id.clone(),
+            owner_broker: claim.broker_id,
+            expiry_interval_secs: claim.expiry_interval_secs,
+            protocol_version: claim.protocol_version,
+            ..Session::default()
+        },
+    };
+    s.put(key, &current);
+    Ok(Output::Claimed {
+        previous: previous.map(Pb),
+        current: Pb(current),
+    })
+}
+
+pub(super) fn delete_session(s: &mut State, client_id: &str) -> MetaResult<Output> {
+    s.delete(&keys::session(client_id));
+    Ok(Output::None)
+}
+
+pub(super) fn expire_sessions(s: &mut State, now: u64) {
+    let gone: Vec<String> = s
+        .list::<Session>(keys::SESSIONS)
+        .into_iter()
+        .filter(|x| expired(x, now))
+        .map(|x| keys::session(&x.client_id))
+        .collect();
+    for k in gone {
+        s.delete(&k);
+    }
+}
+
+pub(super) fn set_retained(s: &mut State, m: &RetainedMessage, now: u64) -> MetaResult<Output> {
+    free_key("topic", &m.topic)?;
+    if m.topic.contains(['+', '#']) {
+        return Err(MetaError::invalid("topic", "a topic name has no wildcards"));
+    }
+    let key = keys::retained(&m.topic);
+    if m.payload.is_empty() {
+        s.delete(&key);
+    } else {
+        let mut m = m.clone();
+        m.stored_at_ms = now;
+        s.put(key, &m);
+    }
+    Ok(Output::None)
+}
+
+pub(super) fn expire_retained(s: &mut State, now: u64) {
+    let gone: Vec<String> = s
+        .list::<RetainedMessage>(keys::RETAINED)
+        .into_iter()
+        .filter(|m| m.expires_at_ms != 0 && m.expires_at_ms <= now)
+        .map(|m| keys::retained(&m.topic))
+        .collect();
+    for k in gone {
+        s.delete(&k);
+    }
+}
+
+/// Whether a sweep would remove a session or retained message.
+pub(super) fn has_expired(s: &State, now: u64) -> bool {
+    s.list::<Session>(keys::SESSIONS)
+        .iter()
+        .any(|x| expired(x, now))
+        || s.list::<RetainedMessage>(keys::RETAINED)
+            .iter()
+            .any(|m| m.expires_at_ms != 0 && m.expires_at_ms <= now)
+}

@@ -1,0 +1,32 @@
+//! openraft's own storage test suite, run against the sled log store and state machine.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use meta_service::raft::log_store::LogStore;
+use meta_service::raft::state_machine::StateMachineStore;
+use meta_service::raft::{NodeId, TypeConfig};
+use openraft::StorageError;
+use openraft::testing::{StoreBuilder, Suite};
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::Config::new()
+            .path(dir.path().join("sled"))
+            .open()
+            .expect("open sled");
+        let log = LogStore::open(&db, Arc::new(AtomicU64::new(0))).expect("log store");
+        let sm = StateMachineStore::open(&db, 1000)?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn sled_store_passes_openraft_suite() -> Result<(), StorageError<NodeId>> {
+    Suite::test_all(SledBuilder)
+}
