@@ -26,7 +26,26 @@
 //! with the version it names, whatever the caller passes.
 //!
 //! Every [`DecodeError`] maps to the MQTT 5 reason code the broker reports before closing
-//! the connection ([`DecodeError::reason_code`]).
+//! the connection ([`DecodeError::reason_code`]), and errors in a 3.x CONNECT to a CONNACK
+//! return code ([`DecodeError::v3_connack_return_code`]). To know which of the two to
+//! send when the first CONNECT fails, peek at its version with [`peek_connect_version`]
+//! before decoding it.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use mqtt_codec::{Packet, ProtocolVersion, Publish, decode};
+//!
+//! let mut wire = BytesMut::new();
+//! Packet::from(Publish::new("sensors/1", "21.5")).encode(ProtocolVersion::V5, &mut wire)?;
+//! let (first, rest) = wire.split_at(3);
+//!
+//! let mut read_buf = BytesMut::from(first);
+//! assert_eq!(decode(&mut read_buf, ProtocolVersion::V5, 1024)?, None); // incomplete
+//! read_buf.extend_from_slice(rest);
+//! let packet = decode(&mut read_buf, ProtocolVersion::V5, 1024)?.expect("complete");
+//! assert!(matches!(packet, Packet::Publish(p) if p.topic == "sensors/1"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Encoding
 //!
@@ -52,7 +71,7 @@ pub use header::{FixedHeader, parse_fixed_header};
 pub use packet::{
     Auth, ConnAck, Connect, Disconnect, LastWill, Packet, PubAck, PubComp, PubRec, PubRel, Publish,
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, TopicSubscription, UnsubAck,
-    Unsubscribe,
+    Unsubscribe, peek_connect_version,
 };
 pub use properties::Properties;
 pub use protocol::{PacketType, ProtocolVersion, QoS};

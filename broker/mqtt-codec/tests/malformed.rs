@@ -352,3 +352,23 @@ fn authentication_data_without_a_method_is_a_protocol_error() {
     let bytes = [0xF0, 0x05, 0x18, 0x03, 0x16, 0x00, 0x00];
     assert_reason(&bytes, V5, ReasonCode::PROTOCOL_ERROR);
 }
+
+#[test]
+fn the_version_of_a_broken_connect_can_be_peeked_before_decoding() {
+    // A v5 CONNECT whose reserved flag is set: decoding fails, peeking still tells v5.
+    let bytes = [
+        0x10, 0x0E, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01,
+        b'c',
+    ];
+    assert_eq!(mqtt_codec::peek_connect_version(&bytes), Some(V5));
+    assert_eq!(
+        decode_err(&bytes, V5).reason_code(),
+        ReasonCode::MALFORMED_PACKET
+    );
+    assert_eq!(mqtt_codec::peek_connect_version(&bytes[..8]), None);
+    assert_eq!(mqtt_codec::peek_connect_version(&[0x30, 0x00]), None);
+    for version in common::VERSIONS {
+        let bytes = common::encode(&mqtt_codec::Connect::new(version, "c").into(), version);
+        assert_eq!(mqtt_codec::peek_connect_version(&bytes), Some(version));
+    }
+}

@@ -23,6 +23,34 @@ use crate::{DecodeError, EncodeError, PacketType, Properties, ProtocolVersion, Q
 
 const PACKET: PacketType = PacketType::Connect;
 
+/// The protocol version a CONNECT at the start of `buf` asks for, read without decoding
+/// (or consuming) the packet; `None` if `buf` does not start with a CONNECT or is too
+/// short to tell.
+///
+/// Peek before [`crate::decode`]ing the first packet: if the CONNECT then fails to
+/// decode, this says whether to answer with a 3.x return code or a 5.0 reason code.
+pub fn peek_connect_version(buf: &[u8]) -> Option<ProtocolVersion> {
+    if buf.first()? >> 4 != PacketType::Connect as u8 {
+        return None;
+    }
+    let mut pos = 1;
+    while buf.get(pos)? & 0x80 != 0 {
+        pos += 1;
+        if pos > 4 {
+            return None;
+        }
+    }
+    let name_len = usize::from(u16::from_be_bytes([*buf.get(pos + 1)?, *buf.get(pos + 2)?]));
+    let name = buf.get(pos + 3..pos + 3 + name_len)?;
+    let level = *buf.get(pos + 3 + name_len)?;
+    match (name, level) {
+        (b"MQTT", 4) => Some(ProtocolVersion::V3_1_1),
+        (b"MQTT", 5) => Some(ProtocolVersion::V5),
+        (b"MQIsdp", 3) => Some(ProtocolVersion::V3_1),
+        _ => None,
+    }
+}
+
 /// CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect {

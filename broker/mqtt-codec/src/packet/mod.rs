@@ -19,7 +19,7 @@ mod unsubscribe;
 pub use ack::{PubAck, PubComp, PubRec, PubRel};
 pub use auth::Auth;
 pub use connack::ConnAck;
-pub use connect::{Connect, LastWill};
+pub use connect::{Connect, LastWill, peek_connect_version};
 pub use disconnect::Disconnect;
 pub use publish::Publish;
 pub use suback::SubAck;
