@@ -18,8 +18,8 @@ pub enum DecodeError {
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
     PacketTooLarge { size: usize, max: u32 },
 
-    /// The remaining-length varint has a fifth byte.
-    #[error("remaining length is encoded in more than 4 bytes")]
+    /// The remaining-length varint has a fifth byte, or more bytes than its value needs.
+    #[error("remaining length is longer than 4 bytes or not minimally encoded")]
     MalformedRemainingLength,
 
     /// Packet type 0, or 15 (AUTH) before MQTT 5.

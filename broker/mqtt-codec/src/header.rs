@@ -73,6 +73,11 @@ pub fn parse_fixed_header(
         };
         remaining_length |= usize::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
+            // A final zero group after a continuation byte is a longer-than-needed
+            // encoding, which [MQTT-1.5.5-1] forbids.
+            if byte == 0 && i > 0 {
+                return Err(DecodeError::MalformedRemainingLength);
+            }
             return Ok(Some(FixedHeader {
                 packet_type,
                 flags,

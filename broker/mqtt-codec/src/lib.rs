@@ -83,11 +83,14 @@ use bytes::{Buf, BytesMut};
 /// remaining length.
 pub const MAX_PACKET_SIZE: u32 = 268_435_460;
 
+/// Most bytes [`decode`] reserves ahead for a packet that has not fully arrived.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// Decodes the next packet from the front of `buf`.
 ///
 /// - `Ok(None)`: `buf` does not hold a whole packet yet; nothing was consumed.
-///   Capacity for the rest of the packet is reserved once its size is known (and
-///   accepted), so the next read can land in place.
+///   Once the packet's size is known (and accepted), capacity for the rest of it (up to
+///   64 KiB) is reserved so the next read can land in place.
 /// - `Ok(Some(packet))`: exactly one packet was consumed from `buf`.
 /// - `Err(_)`: the input is not valid MQTT for `version`, or the packet's total size
 ///   exceeds `max_packet_size` (checked from the fixed header alone, before the body is
@@ -112,7 +115,9 @@ pub fn decode(
         });
     }
     if buf.len() < size {
-        buf.reserve(size - buf.len());
+        // Reserve room for the rest, but not all of a large packet at once: a peer that
+        // sends only a fixed header must not make us allocate its whole declared size.
+        buf.reserve((size - buf.len()).min(RESERVE_AHEAD));
         return Ok(None);
     }
     let mut body = buf.split_to(size).freeze();

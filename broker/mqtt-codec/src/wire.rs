@@ -92,6 +92,11 @@ impl Reader {
             let byte = self.u8()?;
             value |= u32::from(byte & 0x7F) << (7 * i);
             if byte & 0x80 == 0 {
+                // [MQTT-1.5.5-1]: the minimum number of bytes; a trailing zero group
+                // would let one value take several encodings.
+                if byte == 0 && i > 0 {
+                    return Err(self.malformed("variable byte integer is not minimally encoded"));
+                }
                 return Ok(value);
             }
         }

@@ -372,3 +372,24 @@ fn the_version_of_a_broken_connect_can_be_peeked_before_decoding() {
         assert_eq!(mqtt_codec::peek_connect_version(&bytes), Some(version));
     }
 }
+
+#[test]
+fn non_minimal_variable_byte_integers_are_malformed() {
+    // PINGREQ with remaining length 0 written in two bytes.
+    assert_reason(&[0xC0, 0x80, 0x00], V5, ReasonCode::MALFORMED_PACKET);
+    // Subscription identifier 1 written as 0x81 0x00.
+    assert_reason(
+        &v5_publish_with_properties(&[0x0B, 0x81, 0x00]),
+        V5,
+        ReasonCode::MALFORMED_PACKET,
+    );
+}
+
+#[test]
+fn a_bare_header_does_not_reserve_its_whole_declared_size() {
+    // PUBLISH declaring 200 MB, with a limit that allows it: incomplete, and the buffer
+    // must not have grown to 200 MB.
+    let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x80, 0x60][..]);
+    assert_eq!(decode(&mut buf, V5, NO_LIMIT), Ok(None));
+    assert!(buf.capacity() < 1 << 20, "capacity {}", buf.capacity());
+}
