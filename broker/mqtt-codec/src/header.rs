@@ -51,6 +51,9 @@ pub fn parse_fixed_header(
     })?;
     let flags = first & 0x0F;
     match packet_type.fixed_flags() {
+        // MQTT 3.1 let a client set DUP when it retransmits PUBREL, SUBSCRIBE or
+        // UNSUBSCRIBE (they were QoS 1 packets there); 3.1.1 made the flags fixed.
+        Some(0b0010) if version == ProtocolVersion::V3_1 && flags == 0b1010 => {}
         Some(required) if required != flags => {
             return Err(DecodeError::InvalidFixedHeaderFlags {
                 packet: packet_type,

@@ -393,3 +393,15 @@ fn a_bare_header_does_not_reserve_its_whole_declared_size() {
     assert_eq!(decode(&mut buf, V5, NO_LIMIT), Ok(None));
     assert!(buf.capacity() < 1 << 20, "capacity {}", buf.capacity());
 }
+
+#[test]
+fn dup_on_subscribe_is_tolerated_only_in_3_1() {
+    let bytes = [0x8A, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00];
+    let mut buf = BytesMut::from(&bytes[..]);
+    assert!(
+        decode(&mut buf, ProtocolVersion::V3_1, NO_LIMIT)
+            .unwrap()
+            .is_some()
+    );
+    assert_reason(&bytes, V3, ReasonCode::MALFORMED_PACKET);
+}
