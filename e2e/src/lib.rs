@@ -1,1 +1,6 @@
-//! e2e harness.
+//! End-to-end test support: [`harness`] starts the real RobustMQ binaries on free loopback
+//! ports, waits until they are ready, kills and restarts them, and keeps their logs when a
+//! test fails; [`meta`] builds meta-service clusters on top of it.
+
+pub mod harness;
+pub mod meta;

@@ -78,6 +78,10 @@ struct ClusterJson {
     voters: Vec<MemberJson>,
     learners: Vec<MemberJson>,
     last_applied: u64,
+    /// Last log index covered by this node's snapshot (0: none).
+    snapshot_index: u64,
+    /// Last log index purged from this node's log (0: none).
+    purged_index: u64,
 }
 
 async fn cluster(State(node): State<Arc<MetaNode>>) -> Json<ClusterJson> {
@@ -95,5 +99,7 @@ async fn cluster(State(node): State<Arc<MetaNode>>) -> Json<ClusterJson> {
         voters: list(voters),
         learners: list(learners),
         last_applied: m.last_applied.map_or(0, |l| l.index),
+        snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        purged_index: m.purged.map_or(0, |l| l.index),
     })
 }

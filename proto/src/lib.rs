@@ -19,3 +19,6 @@ pub mod journal {
 
 /// Encoded `FileDescriptorSet` of every service, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("robustmq_descriptor");
+
+/// The protobuf runtime the generated code uses, re-exported for decoding watched values.
+pub use prost;
