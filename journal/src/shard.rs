@@ -27,7 +27,8 @@ impl ShardId {
     pub fn dir_name(&self) -> String {
         let mut out = String::with_capacity(self.topic.len() + 8);
         for b in self.topic.bytes() {
-            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && out.len() > 0) {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && !out.is_empty())
+            {
                 out.push(b as char);
             } else {
                 out.push_str(&format!("%{b:02X}"));

@@ -661,10 +661,7 @@ impl Inner {
         let io = |e| JournalError::io(&self.shard, "applying retention", e);
         if self.spec.retention_ms > 0 {
             let cutoff = now_ms.saturating_sub(self.spec.retention_ms as i64);
-            loop {
-                let Some(first) = st.segments.values().next() else {
-                    break;
-                };
+            while let Some(first) = st.segments.values().next() {
                 let expired = first.index.max_timestamp.is_none_or(|m| m < cutoff);
                 if !expired || first.size == 0 {
                     break;

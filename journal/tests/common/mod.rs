@@ -94,3 +94,125 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A `robustmq-journal` process started for a test, on loopback ports it picked itself
+/// (port 0); killed by pid when dropped.
+pub struct Node {
+    pub child: std::process::Child,
+    pub grpc: String,
+    pub admin: String,
+}
+
+impl Node {
+    /// Starts the binary with `--data-dir dir` and `args`, and waits (bounded) for its
+    /// "listening" line.
+    pub fn start(dir: &std::path::Path, args: &[&str]) -> Node {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_robustmq-journal"))
+            .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("JOURNAL_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn robustmq-journal");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("robustmq-journal did not report its ports: {e}");
+            }
+        };
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .to_string()
+        };
+        Node {
+            grpc: field("grpc="),
+            admin: field("admin="),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL (std's `Child::kill` sends SIGKILL on Unix) and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn client(
+        &self,
+    ) -> robustmq_proto::journal::journal_service_client::JournalServiceClient<
+        tonic::transport::Channel,
+    > {
+        let url = format!("http://{}", self.grpc);
+        for _ in 0..100 {
+            if let Ok(c) =
+                robustmq_proto::journal::journal_service_client::JournalServiceClient::connect(
+                    url.clone(),
+                )
+                .await
+            {
+                return c.max_decoding_message_size(64 << 20);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("could not connect to {url}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A plain HTTP/1.0 GET over a real socket: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read");
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (code, body)
+}
+
+pub fn shard_ref(topic: &str, shard: u32) -> Option<robustmq_proto::journal::ShardRef> {
+    Some(robustmq_proto::journal::ShardRef {
+        topic: topic.to_string(),
+        shard,
+    })
+}
