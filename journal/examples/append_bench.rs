@@ -1,0 +1,183 @@
+//! Append benchmark of the segment engine with fsync=always (group commit), side by side
+//! with the device's raw limit measured in the same run.
+//!
+//! For every batch size and number of concurrent appenders C:
+//! - journal: C tasks append one RecordBatch v2 each per call to one shard and wait for the
+//!   acknowledgement (durable); throughput and per-append latency p50/p99.
+//! - raw group-commit limit: one thread appends C batches' worth of bytes to a file with one
+//!   write and one fdatasync, in a loop — the best any group commit of C waiters can do on
+//!   this device (each waiter's latency is one write + fdatasync).
+//!
+//! Run on demand (not in CI):
+//! `cargo run --release -p journal --example append_bench -- [--seconds 3] [--dir PATH]`
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use journal::engine::segment::SegmentLog;
+use journal::engine::{EngineHooks, ShardLog};
+use journal::{FsyncPolicy, ShardId, ShardSpec};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// One valid batch of about `size` bytes (a single record).
+fn batch(size: usize) -> Bytes {
+    let value = vec![0x5au8; size.saturating_sub(80)];
+    let rec = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(Bytes::from(value)),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&rec],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+struct Result {
+    mb_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ops: usize,
+}
+
+fn summarize(bytes: u64, elapsed: Duration, mut lat: Vec<Duration>) -> Result {
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Result {
+        mb_s: bytes as f64 / elapsed.as_secs_f64() / 1e6,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        ops: lat.len(),
+    }
+}
+
+/// write + fdatasync of `conc` batches at a time, appending to a fresh file.
+fn raw(dir: &Path, b: &Bytes, conc: usize, secs: f64) -> Result {
+    let path = dir.join(format!("raw-{}-{conc}.dat", b.len()));
+    let _ = std::fs::remove_file(&path);
+    let f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open raw file");
+    let group: Vec<u8> = b.iter().copied().cycle().take(b.len() * conc).collect();
+    let mut pos = 0u64;
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        f.write_all_at(&group, pos).expect("write");
+        f.sync_data().expect("fdatasync");
+        pos += group.len() as u64;
+        // Every one of the group's `conc` writers waits this long.
+        lat.extend(std::iter::repeat_n(t.elapsed(), conc));
+    }
+    let elapsed = start.elapsed();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    summarize(pos, elapsed, lat)
+}
+
+async fn journal(dir: &Path, b: &Bytes, conc: usize, secs: f64) -> Result {
+    let shard = ShardId::new(format!("bench-{}-{conc}", b.len()), 0);
+    let sdir = dir.join(shard.dir_name());
+    let _ = std::fs::remove_dir_all(&sdir);
+    let spec = ShardSpec {
+        fsync: FsyncPolicy::Always,
+        retention_ms: 0,
+        segment_bytes: 1 << 30,
+        ..ShardSpec::default()
+    };
+    let (log, _) = SegmentLog::open(shard, sdir.clone(), spec, EngineHooks::default())
+        .await
+        .expect("open");
+    let log = Arc::new(log);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (log, b) = (log.clone(), b.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                log.append(vec![b.clone()]).await.expect("append");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("join"));
+    }
+    let elapsed = start.elapsed();
+    let bytes = log.stats().size_bytes;
+    log.close().await.expect("close");
+    let _ = std::fs::remove_dir_all(&sdir);
+    summarize(bytes, elapsed, lat)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let dir = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/journal-bench".into()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    println!("dir: {}, {secs} s per case, fsync=always", dir.display());
+    println!(
+        "| batch | appenders | journal MB/s | journal p50 ms | journal p99 ms | raw MB/s | raw p50 ms | raw p99 ms | journal/raw |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for size in [1024usize, 64 * 1024] {
+        let b = batch(size);
+        for conc in [1usize, 16, 256] {
+            let r = raw(&dir, &b, conc, secs);
+            let j = journal(&dir, &b, conc, secs).await;
+            println!(
+                "| {} KB | {conc} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.0}% |",
+                b.len() / 1024,
+                j.mb_s,
+                j.p50_ms,
+                j.p99_ms,
+                r.mb_s,
+                r.p50_ms,
+                r.p99_ms,
+                100.0 * j.mb_s / r.mb_s
+            );
+            eprintln!("  ({} journal appends, {} raw writer-waits)", j.ops, r.ops);
+        }
+    }
+}
