@@ -83,6 +83,7 @@ fn raw(dir: &Path, b: &Bytes, conc: usize, secs: f64) -> Result {
     let _ = std::fs::remove_file(&path);
     let f = OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(&path)
