@@ -120,18 +120,22 @@ launch() {
   echo $! >"$(pid_file "$name")"
 }
 
-# wait_until NAME DESCRIPTION CMD...: poll CMD every 0.5s for up to $TIMEOUT s;
+# wait_until NAME DESCRIPTION CMD...: poll CMD (each try capped at 10s) every
+# 0.5s until it succeeds, for at most $TIMEOUT seconds and 4*$TIMEOUT tries;
 # fail early if NAME's process died.
 wait_until() {
-  local name="$1" what="$2" i max pid; shift 2
-  max=$((TIMEOUT * 2))
+  local name="$1" what="$2" i pid start deadline; shift 2
   pid="$(cat "$(pid_file "$name")")"
-  for ((i = 0; i < max; i++)); do
-    if "$@" >/dev/null 2>&1; then log "$name: $what (after ~$((i / 2))s)"; return 0; fi
+  start=$(date +%s); deadline=$((start + TIMEOUT))
+  for ((i = 0; i < TIMEOUT * 4; i++)); do
+    if timeout 10 "$@" >/dev/null 2>&1; then
+      log "$name: $what (after $(( $(date +%s) - start ))s)"; return 0
+    fi
     if ! is_ours "$pid"; then
       log "$name (pid $pid) exited; last log lines:"; tail -n 30 "$S/logs/$name.log" >&2 || true
       return 1
     fi
+    (( $(date +%s) < deadline )) || break
     sleep 0.5
   done
   log "$name: timed out after ${TIMEOUT}s waiting for: $what; last log lines:"
@@ -159,9 +163,9 @@ gen_pki() {
   openssl req -x509 -new -key "$p/ca.key" -subj "/CN=robustmq-e2e-ca" -days 30 -sha256 \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
     -out "$p/ca.crt" 2>/dev/null
-  local client="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth"
+  local client="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth"
   sign_cert apiserver "/CN=kube-apiserver" \
-    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   sign_cert admin "/O=system:masters/CN=robustmq-e2e-admin" "$client"
   sign_cert controller-manager "/CN=system:kube-controller-manager" "$client"
   sign_cert scheduler "/CN=system:kube-scheduler" "$client"
@@ -316,7 +320,9 @@ cmd_start() {
     --leader-elect=false --profiling=false --v=1
   # ---- kwok (HOME points into the state dir so no ~/.kwok/kwok.yaml is picked up)
   mkdir -p "$S/kwok-home"
-  launch kwok env HOME="$S/kwok-home" "$BIN/kwok" \
+  # etcd 3.5.1 lacks RequestWatchProgress, so streaming lists (WatchListClient)
+  # would only fail and fall back: switch them off in kwok's client-go.
+  launch kwok env HOME="$S/kwok-home" KUBE_FEATURE_WatchListClient=false "$BIN/kwok" \
     --config "$HERE/kwok-stages.yaml" \
     --kubeconfig "$S/kwok.kubeconfig" \
     --manage-all-nodes=false \
@@ -334,7 +340,7 @@ cmd_start() {
   bootstrap_objects >"$S/bootstrap.yaml"
   wait_until kube-apiserver "bootstrap objects applied" "${kc[@]}" apply -f "$S/bootstrap.yaml"
   wait_until kwok "$FAKE_NODES fake node(s) Ready" \
-    "${kc[@]}" wait --for=condition=Ready node -l type=kwok --timeout=5s
+    "${kc[@]}" wait --for=condition=Ready node -l type=kwok --timeout=2s
   wait_until kube-controller-manager "default ServiceAccount exists" \
     "${kc[@]}" -n default get serviceaccount default
 
