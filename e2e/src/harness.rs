@@ -52,9 +52,12 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A directory for one test's data and logs, kept (and its logs printed) if the test fails.
+/// A directory for one test's data and logs. It is deleted only when the test calls
+/// [`TestDir::pass`]; otherwise (a panic, or an early `Err` return) it is kept and the tail
+/// of every log is printed.
 pub struct TestDir {
     dir: Option<tempfile::TempDir>,
+    passed: std::sync::atomic::AtomicBool,
 }
 
 impl TestDir {
@@ -63,7 +66,15 @@ impl TestDir {
             .prefix(&format!("robustmq-{prefix}-"))
             .tempdir()
             .expect("create test dir");
-        Self { dir: Some(dir) }
+        Self {
+            dir: Some(dir),
+            passed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the test as passed, so the directory is deleted.
+    pub fn pass(&self) {
+        self.passed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn path(&self) -> &Path {
@@ -73,7 +84,7 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if self.passed.load(std::sync::atomic::Ordering::SeqCst) && !std::thread::panicking() {
             return;
         }
         let Some(dir) = self.dir.take() else { return };

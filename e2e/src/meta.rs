@@ -98,6 +98,11 @@ impl MetaCluster {
         Ok(cluster)
     }
 
+    /// Marks the test as passed (its directory is deleted instead of kept).
+    pub fn pass(&self) {
+        self.dir.pass();
+    }
+
     pub fn node(&self, id: u64) -> &MetaNodeProc {
         &self.nodes[&id]
     }
@@ -207,4 +212,43 @@ pub async fn client(addr: &str) -> Result<MetaServiceClient<Channel>> {
     )
     .await?;
     Ok(MetaServiceClient::new(channel))
+}
+
+impl MetaCluster {
+    /// Starts a new node that joins no cluster by itself (`--join`), for membership tests.
+    pub fn start_joiner(&mut self, id: u64) -> Result<()> {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
+        let data = self.dir.path().join(format!("meta-{id}"));
+        let mut args: Vec<String> = vec![
+            "--node-id".into(),
+            id.to_string(),
+            "--grpc-addr".into(),
+            grpc.clone(),
+            "--admin-addr".into(),
+            admin.clone(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--join".into(),
+        ];
+        args.extend(FAST_RAFT.iter().map(|s| s.to_string()));
+        let mut process = Process::new(
+            &format!("meta-{id}"),
+            bin("robustmq-meta"),
+            args,
+            self.dir.path(),
+        );
+        process.start()?;
+        self.nodes.insert(
+            id,
+            MetaNodeProc {
+                id,
+                grpc,
+                admin,
+                data,
+                process,
+            },
+        );
+        Ok(())
+    }
 }

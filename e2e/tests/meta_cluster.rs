@@ -111,6 +111,7 @@ async fn leader_is_elected_and_a_write_sent_to_a_follower_succeeds() -> Result<(
             "node {id}: {j}"
         );
     }
+    cluster.pass();
     Ok(())
 }
 
@@ -203,7 +204,7 @@ async fn killing_the_leader_mid_stream_loses_no_acknowledged_write() -> Result<(
     // The killed node restarts and catches up.
     cluster.restart(leader)?;
     cluster.wait_ready(leader, T).await?;
-    let mut c = cluster.client(leader).await?;
+    let c = cluster.client(leader).await?;
     wait_for("the restarted node to catch up", T, || {
         let mut c = c.clone();
         let acked = &acked;
@@ -213,12 +214,14 @@ async fn killing_the_leader_mid_stream_loses_no_acknowledged_write() -> Result<(
         }
     })
     .await?;
+    cluster.pass();
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_node_rejoins_from_a_snapshot() -> Result<()> {
     let dir = e2e::harness::TestDir::new("snapcfg");
+    dir.pass();
     let config = dir.path().join("meta.yaml");
     std::fs::write(
         &config,
@@ -268,6 +271,7 @@ async fn a_wiped_node_rejoins_from_a_snapshot() -> Result<()> {
         j["snapshot_index"].as_u64().unwrap_or(0) > 0,
         "the wiped node should have installed a snapshot: {j}"
     );
+    cluster.pass();
     Ok(())
 }
 
@@ -393,6 +397,7 @@ async fn restarting_the_whole_cluster_keeps_all_state() -> Result<()> {
         after >= before,
         "revision went back from {before} to {after}"
     );
+    cluster.pass();
     Ok(())
 }
 
@@ -422,6 +427,7 @@ async fn next_events(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_sees_every_change_in_order_and_resumes_after_reconnecting() -> Result<()> {
     let dir = e2e::harness::TestDir::new("watchcfg");
+    dir.pass();
     let config = dir.path().join("meta.yaml");
     std::fs::write(&config, "raft:\n  watch_history: 50\n")?;
     let config = config.display().to_string();
@@ -495,6 +501,7 @@ async fn a_watcher_sees_every_change_in_order_and_resumes_after_reconnecting() -
         .await??
         .ok_or_else(|| anyhow::anyhow!("stream ended without a compacted message"))?;
     assert!(msg.compacted, "expected compacted, got {msg:?}");
+    cluster.pass();
     Ok(())
 }
 
@@ -506,4 +513,61 @@ impl<M: robustmq_proto::prost::Message + Default> DecodeFrom for M {
     fn decode_from(b: &[u8]) -> Result<Self> {
         Ok(M::decode(b)?)
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_through_the_api() -> Result<()> {
+    let mut cluster = MetaCluster::start("members", 3, &[]).await?;
+    let leader = cluster.leader(T).await?;
+    let follower = (1..=3).find(|id| *id != leader).expect("follower");
+    let mut c = cluster.client(follower).await?;
+    c.create_policy(policy("p")).await?;
+    c.create_topic(topic("before", 1)).await?;
+
+    cluster.start_joiner(4)?;
+    let addr = cluster.node(4).grpc.clone();
+    let info = c
+        .add_learner(AddLearnerRequest { node_id: 4, addr })
+        .await?
+        .into_inner();
+    assert!(
+        info.learners.iter().any(|m| m.id == 4),
+        "4 is a learner: {info:?}"
+    );
+    let mut c4 = cluster.client(4).await?;
+    wait_for("the learner to replicate", T, || {
+        let mut c4 = c4.clone();
+        async move {
+            Ok(topic_names(&mut c4, true)
+                .await?
+                .contains("before")
+                .then_some(()))
+        }
+    })
+    .await?;
+
+    let info = c
+        .promote_voter(PromoteVoterRequest { node_id: 4 })
+        .await?
+        .into_inner();
+    assert_eq!(info.voters.len(), 4, "{info:?}");
+    let removed = (1..=3)
+        .find(|id| *id != leader && *id != follower)
+        .expect("another follower");
+    let info = c
+        .remove_node(RemoveNodeRequest { node_id: removed })
+        .await?
+        .into_inner();
+    let voters: Vec<u64> = info.voters.iter().map(|m| m.id).collect();
+    assert!(
+        !voters.contains(&removed) && voters.contains(&4),
+        "{info:?}"
+    );
+    assert_eq!(voters.len(), 3, "{info:?}");
+
+    // The reshaped cluster still takes writes, on the new member too.
+    c4.create_topic(topic("after", 1)).await?;
+    assert!(topic_names(&mut c4, false).await?.contains("after"));
+    cluster.pass();
+    Ok(())
 }

@@ -39,6 +39,9 @@ pub struct Args {
     /// Initial voters: `1=host:port,2=host:port,3=host:port`.
     #[arg(long, env = "ROBUSTMQ_META_PEERS")]
     pub peers: Option<String>,
+    /// Never initialize a cluster: wait to be added with AddLearner (for new members).
+    #[arg(long, env = "ROBUSTMQ_META_JOIN")]
+    pub join: bool,
     /// Kubernetes: headless Service whose pod DNS names are the peers (with --replicas).
     #[arg(long, env = "ROBUSTMQ_META_PEER_SERVICE")]
     pub peer_service: Option<String>,
@@ -72,6 +75,8 @@ pub struct MetaConfig {
     pub peers: BTreeMap<u64, String>,
     pub peer_service: Option<String>,
     pub replicas: Option<u32>,
+    /// Never initialize a cluster; wait to be added (for members beyond the initial ones).
+    pub join: bool,
     pub raft: RaftSettings,
     pub limits: Limits,
 }
@@ -139,6 +144,7 @@ impl Default for MetaConfig {
             peers: BTreeMap::new(),
             peer_service: None,
             replicas: None,
+            join: false,
             raft: RaftSettings::default(),
             limits: Limits::default(),
         }
@@ -193,6 +199,7 @@ impl MetaConfig {
             c.node_id = v;
         }
         c.node_id_from_hostname |= args.node_id_from_hostname;
+        c.join |= args.join;
         if let Some(v) = &args.grpc_addr {
             c.grpc_addr = v.clone();
         }
@@ -262,7 +269,7 @@ impl MetaConfig {
         self.admin_addr
             .parse::<SocketAddr>()
             .map_err(|e| anyhow::anyhow!("admin_addr '{}': {e}", self.admin_addr))?;
-        if !self.peers.is_empty() && !self.peers.contains_key(&self.node_id) {
+        if !self.join && !self.peers.is_empty() && !self.peers.contains_key(&self.node_id) {
             anyhow::bail!(
                 "peers: this node's id {} is not among the peers {:?}",
                 self.node_id,

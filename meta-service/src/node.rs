@@ -41,7 +41,7 @@ pub enum ForwardRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ForwardResponse {
-    Output(Output),
+    Output(Box<Output>),
     ReadIndex(u64),
     Done,
 }
@@ -163,9 +163,9 @@ impl MetaNode {
     /// Serves a request as the leader; fails with `NotLeader` on any other node.
     pub async fn handle_forward(&self, req: ForwardRequest) -> MetaResult<ForwardResponse> {
         match req {
-            ForwardRequest::Write(cmd) => {
-                Ok(ForwardResponse::Output(self.proposer.propose(cmd).await?))
-            }
+            ForwardRequest::Write(cmd) => Ok(ForwardResponse::Output(Box::new(
+                self.proposer.propose(cmd).await?,
+            ))),
             ForwardRequest::ReadIndex => {
                 let (read_log_id, _) = self
                     .raft
@@ -231,7 +231,7 @@ impl MetaNode {
     /// Applies one command through Raft, from any node.
     pub async fn write(&self, cmd: Command) -> MetaResult<Output> {
         match self.on_leader(ForwardRequest::Write(cmd)).await? {
-            ForwardResponse::Output(o) => Ok(o),
+            ForwardResponse::Output(o) => Ok(*o),
             other => Err(MetaError::Internal(format!("unexpected reply {other:?}"))),
         }
     }

@@ -142,11 +142,13 @@ impl MetaServer {
             }
         });
 
-        tasks.spawn(bootstrap(
-            node.clone(),
-            cfg.initial_voters(),
-            shutdown.clone(),
-        ));
+        if !cfg.join {
+            tasks.spawn(bootstrap(
+                node.clone(),
+                cfg.initial_voters(),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(sweeper(
             node.clone(),
             Duration::from_millis(cfg.raft.sweep_interval_ms.max(50)),

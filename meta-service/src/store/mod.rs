@@ -331,3 +331,6 @@ fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: K, delta: i64) 
     let e = map.entry(key).or_insert(0);
     *e = e.saturating_add_signed(delta);
 }
+
+#[cfg(test)]
+mod tests;

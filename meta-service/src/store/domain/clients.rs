@@ -6,7 +6,7 @@ use robustmq_proto::meta::{ClaimSessionRequest, PartitionOffset, RetainedMessage
 use crate::error::{MetaError, MetaResult};
 use crate::keys;
 use crate::store::validate::free_key;
-use crate::store::{Output, Pb, State};
+use crate::store::{Output, Pb, State, mqtt_topic};
 
 /// MQTT's "never expires" session expiry interval.
 const NEVER: u32 = u32::MAX;
@@ -107,10 +107,7 @@ pub(super) fn expire_sessions(s: &mut State, now: u64) {
 }
 
 pub(super) fn set_retained(s: &mut State, m: &RetainedMessage, now: u64) -> MetaResult<Output> {
-    free_key("topic", &m.topic)?;
-    if m.topic.contains(['+', '#']) {
-        return Err(MetaError::invalid("topic", "a topic name has no wildcards"));
-    }
+    mqtt_topic::validate_name("topic", &m.topic)?;
     let key = keys::retained(&m.topic);
     if m.payload.is_empty() {
         s.delete(&key);

@@ -144,12 +144,16 @@ pub(super) fn expire_leases(s: &mut State, now: u64) {
                 .collect::<Vec<_>>()
         })
         .collect();
-    for (role, id) in lapsed {
-        let key = keys::node(role, id);
+    // Mark every lapsed node first, so that leadership never moves to a node that is
+    // lapsing in the same sweep.
+    for (role, id) in &lapsed {
+        let key = keys::node(*role, *id);
         if let Some(mut node) = s.get::<Node>(&key) {
             node.state = NodeState::Expired as i32;
             s.put(key, &node);
         }
+    }
+    for (role, id) in lapsed {
         if role == NodeRole::Journal {
             placement::evacuate(s, id, false);
         }

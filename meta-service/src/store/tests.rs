@@ -1,0 +1,359 @@
+//! Unit tests of the apply logic, driven through [`State::apply`] as Raft drives it.
+
+use robustmq_proto::meta::*;
+
+use super::*;
+use crate::error::MetaError;
+use crate::keys;
+
+fn apply(s: &mut State, now_ms: u64, cmd: Command) -> MetaResult<Output> {
+    let (mut results, _) = s.apply(&Request {
+        now_ms,
+        commands: vec![cmd],
+    });
+    results.pop().expect("one result")
+}
+
+fn policy(name: &str, replicas: u32) -> Command {
+    Command::PutPolicy {
+        policy: Pb(StoragePolicy {
+            name: name.into(),
+            engine: Engine::Segment as i32,
+            replicas,
+            ..Default::default()
+        }),
+        create: true,
+    }
+}
+
+fn topic(name: &str, shards: u32, policy: &str) -> Topic {
+    normalize_topic(&Topic {
+        name: name.into(),
+        shards,
+        storage_policy: policy.into(),
+        ..Default::default()
+    })
+    .expect("valid topic")
+}
+
+fn create(s: &mut State, t: Topic) -> MetaResult<Output> {
+    apply(s, 0, Command::CreateTopic { topic: Pb(t) })
+}
+
+fn journal(s: &mut State, id: u64, now: u64) {
+    apply(
+        s,
+        now,
+        Command::RegisterNode {
+            node: Pb(Node {
+                id,
+                role: NodeRole::Journal as i32,
+                addr: format!("j{id}:1778"),
+                ..Default::default()
+            }),
+            lease_ttl_ms: 1000,
+        },
+    )
+    .expect("register");
+}
+
+fn shards(s: &State, topic: &str) -> Vec<ShardPlacement> {
+    s.list(&keys::shards_of(topic))
+}
+
+#[test]
+fn a_topic_needs_an_existing_policy_and_unique_bindings() {
+    let mut s = State::new(100);
+    let e = create(&mut s, topic("a", 1, "p")).unwrap_err();
+    assert!(
+        matches!(&e, MetaError::FailedPrecondition(m) if m.contains("'p'")),
+        "{e:?}"
+    );
+    apply(&mut s, 0, policy("p", 1)).unwrap();
+    let mut a = topic("a", 1, "p");
+    a.mqtt_filter = "sensors/#".into();
+    create(&mut s, a).unwrap();
+
+    let mut b = topic("b", 1, "p");
+    b.kafka_name = "a".into();
+    let e = create(&mut s, b).unwrap_err();
+    assert!(
+        matches!(&e, MetaError::AlreadyExists { kind, .. } if kind == "kafka name"),
+        "{e:?}"
+    );
+    let mut c = topic("c", 1, "p");
+    c.mqtt_filter = "sensors/#".into();
+    let e = create(&mut s, c).unwrap_err();
+    assert!(
+        matches!(&e, MetaError::AlreadyExists { kind, .. } if kind == "mqtt filter"),
+        "{e:?}"
+    );
+
+    let e = apply(&mut s, 0, Command::DeletePolicy { name: "p".into() }).unwrap_err();
+    assert!(
+        matches!(&e, MetaError::FailedPrecondition(m) if m.contains("'a'")),
+        "{e:?}"
+    );
+    apply(&mut s, 0, Command::DeleteTopic { name: "a".into() }).unwrap();
+    assert!(shards(&s, "a").is_empty(), "shards go with their topic");
+    // The bindings are free again.
+    let mut c = topic("c", 1, "p");
+    c.mqtt_filter = "sensors/#".into();
+    create(&mut s, c).unwrap();
+}
+
+#[test]
+fn a_failed_command_changes_nothing() {
+    let mut s = State::new(100);
+    apply(&mut s, 0, policy("p", 1)).unwrap();
+    let before = s.revision();
+    let e = apply(
+        &mut s,
+        0,
+        Command::CommitOffsets {
+            group: "g".into(),
+            offsets: vec![Pb(PartitionOffset {
+                topic: "missing".into(),
+                ..Default::default()
+            })],
+        },
+    );
+    assert!(e.is_err());
+    assert!(create(&mut s, topic("p2", 1, "nope")).is_err());
+    assert_eq!(s.revision(), before);
+}
+
+#[test]
+fn shards_spread_over_live_journals_and_leaders_move_with_an_epoch_bump_on_expiry() {
+    let mut s = State::new(1000);
+    apply(&mut s, 0, policy("p", 2)).unwrap();
+    for id in 1..=3 {
+        journal(&mut s, id, 0);
+    }
+    create(&mut s, topic("t", 6, "p")).unwrap();
+    let placed = shards(&s, "t");
+    for p in &placed {
+        assert_eq!(p.replicas.len(), 2, "{p:?}");
+        assert!(p.replicas.contains(&p.leader), "{p:?}");
+        assert_eq!(p.epoch, 1);
+    }
+    let mut leads = [0; 4];
+    for p in &placed {
+        leads[p.leader as usize] += 1;
+    }
+    assert_eq!(&leads[1..], &[2, 2, 2], "leaders spread evenly: {placed:?}");
+
+    // Journal 1 keeps heartbeating past t=1000; the others do not.
+    apply(
+        &mut s,
+        900,
+        Command::Heartbeat {
+            role: NodeRole::Journal as i32,
+            id: 1,
+            lease_ttl_ms: 5000,
+        },
+    )
+    .unwrap();
+    assert!(s.needs_sweep(1500));
+    apply(&mut s, 1500, Command::Sweep).unwrap();
+    for p in shards(&s, "t") {
+        let before = placed.iter().find(|b| b.shard == p.shard).unwrap();
+        if before.leader == 1 {
+            assert_eq!(
+                (p.leader, p.epoch),
+                (1, 1),
+                "a live leader keeps its epoch: {p:?}"
+            );
+        } else if p.replicas.contains(&1) {
+            assert_eq!(
+                (p.leader, p.epoch),
+                (1, 2),
+                "leadership moves to the live replica: {p:?}"
+            );
+        } else {
+            assert_eq!(
+                (p.leader, p.epoch),
+                (0, 2),
+                "no live replica: offline, fenced: {p:?}"
+            );
+        }
+    }
+    // Journal 2 comes back and leads the offline shards again, with a new epoch.
+    apply(
+        &mut s,
+        1600,
+        Command::Heartbeat {
+            role: NodeRole::Journal as i32,
+            id: 2,
+            lease_ttl_ms: 5000,
+        },
+    )
+    .unwrap();
+    for p in shards(&s, "t") {
+        assert_ne!(p.leader, 0, "every shard has a live replica again: {p:?}");
+        assert!(p.leader != 3, "expired node 3 cannot lead: {p:?}");
+    }
+}
+
+#[test]
+fn shards_created_before_any_journal_are_placed_when_one_registers() {
+    let mut s = State::new(100);
+    apply(&mut s, 0, policy("p", 1)).unwrap();
+    create(&mut s, topic("t", 2, "p")).unwrap();
+    assert!(
+        shards(&s, "t")
+            .iter()
+            .all(|p| p.leader == 0 && p.replicas.is_empty())
+    );
+    journal(&mut s, 7, 0);
+    for p in shards(&s, "t") {
+        assert_eq!((p.replicas.clone(), p.leader, p.epoch), (vec![7], 7, 1));
+    }
+}
+
+#[test]
+fn draining_a_journal_moves_its_replicas_away() {
+    let mut s = State::new(1000);
+    apply(&mut s, 0, policy("p", 1)).unwrap();
+    journal(&mut s, 1, 0);
+    create(&mut s, topic("t", 3, "p")).unwrap();
+    journal(&mut s, 2, 0);
+    apply(
+        &mut s,
+        0,
+        Command::DrainNode {
+            role: NodeRole::Journal as i32,
+            id: 1,
+        },
+    )
+    .unwrap();
+    for p in shards(&s, "t") {
+        assert_eq!((p.replicas.clone(), p.leader), (vec![2], 2), "{p:?}");
+        assert_eq!(p.epoch, 2);
+    }
+}
+
+#[test]
+fn claiming_a_session_returns_what_was_stored_unless_clean_or_expired() {
+    let mut s = State::new(100);
+    let claim = |broker, clean, expiry| Command::ClaimSession {
+        claim: Pb(ClaimSessionRequest {
+            client_id: "c1".into(),
+            broker_id: broker,
+            clean_start: clean,
+            expiry_interval_secs: expiry,
+            protocol_version: 5,
+        }),
+    };
+    let Output::Claimed { previous, .. } = apply(&mut s, 0, claim(1, false, 60)).unwrap() else {
+        panic!("claimed")
+    };
+    assert!(previous.is_none());
+    let mut stored = s.get::<Session>(&keys::session("c1")).unwrap();
+    stored.subscriptions.push(Subscription {
+        filter: "a/#".into(),
+        qos: 1,
+        ..Default::default()
+    });
+    stored.disconnected_at_ms = 1000;
+    apply(
+        &mut s,
+        1000,
+        Command::PutSession {
+            session: Pb(stored),
+        },
+    )
+    .unwrap();
+
+    let Output::Claimed { previous, current } = apply(&mut s, 2000, claim(2, false, 60)).unwrap()
+    else {
+        panic!("claimed")
+    };
+    let previous = previous.expect("resumable").0;
+    assert_eq!(previous.owner_broker, 1);
+    assert_eq!(current.0.subscriptions.len(), 1, "subscriptions carry over");
+    assert_eq!(
+        (current.0.owner_broker, current.0.disconnected_at_ms),
+        (2, 0)
+    );
+
+    // Disconnected for longer than its expiry: gone, swept.
+    let mut stored = current.0;
+    stored.disconnected_at_ms = 3000;
+    apply(
+        &mut s,
+        3000,
+        Command::PutSession {
+            session: Pb(stored),
+        },
+    )
+    .unwrap();
+    assert!(!s.needs_sweep(62_999));
+    assert!(s.needs_sweep(63_000));
+    apply(&mut s, 63_000, Command::Sweep).unwrap();
+    assert!(s.get::<Session>(&keys::session("c1")).is_none());
+}
+
+#[test]
+fn kv_put_with_an_expected_revision_is_a_compare_and_swap() {
+    let mut s = State::new(100);
+    let put = |v: &str, expected| Command::KvPut {
+        key: "lock".into(),
+        value: v.as_bytes().to_vec(),
+        expected_revision: expected,
+    };
+    let Output::Revision(r1) = apply(&mut s, 0, put("a", Some(0))).unwrap() else {
+        panic!()
+    };
+    let e = apply(&mut s, 0, put("b", Some(0))).unwrap_err();
+    assert!(matches!(e, MetaError::FailedPrecondition(_)), "{e:?}");
+    apply(&mut s, 0, put("c", Some(r1))).unwrap();
+    assert_eq!(s.get_raw("kv/lock").unwrap().data.as_ref(), b"c");
+}
+
+#[test]
+fn history_is_bounded_and_reports_compaction() {
+    let mut s = State::new(5);
+    for i in 0..10 {
+        apply(
+            &mut s,
+            0,
+            Command::KvPut {
+                key: format!("k{i}"),
+                value: vec![1],
+                expected_revision: None,
+            },
+        )
+        .unwrap();
+    }
+    assert!(
+        s.changes_since(1).is_none(),
+        "revision 1 fell out of the history"
+    );
+    let recent = s.changes_since(8).expect("still retained");
+    assert_eq!(
+        recent.iter().map(|c| c.revision).collect::<Vec<_>>(),
+        vec![8, 9, 10]
+    );
+    // An image round trip keeps data and revision but not history.
+    let restored = State::from_image(s.image(), 5);
+    assert_eq!(restored.revision(), 10);
+    assert!(restored.changes_since(10).is_none());
+    assert_eq!(restored.changes_since(11).map(|c| c.len()), Some(0));
+}
+
+#[test]
+fn producer_ids_are_never_handed_out_twice() {
+    let mut s = State::new(10);
+    let Output::ProducerIds { first_id: a, count } =
+        apply(&mut s, 0, Command::AllocateProducerIds { count: 5 }).unwrap()
+    else {
+        panic!()
+    };
+    let Output::ProducerIds { first_id: b, .. } =
+        apply(&mut s, 0, Command::AllocateProducerIds { count: 1 }).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(b, a + i64::from(count));
+}
