@@ -296,6 +296,7 @@ cmd_start() {
     --api-audiences https://kubernetes.default.svc.cluster.local \
     --endpoint-reconciler-type none \
     --allow-privileged=true \
+    --feature-gates WatchList=false \
     --profiling=false \
     --v=1
   wait_until kube-apiserver "ready (/readyz)" \
