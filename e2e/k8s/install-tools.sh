@@ -49,6 +49,9 @@ mkdir -p "$ROBUSTMQ_TOOLS_BIN"
 exec 9>"$ROBUSTMQ_TOOLS_HOME/.install.lock"
 if ! flock -w 7200 9; then die "timed out waiting for $ROBUSTMQ_TOOLS_HOME/.install.lock"; fi
 
+# Holding the lock, leftovers of an interrupted run are garbage: remove them.
+rm -rf "$ROBUSTMQ_TOOLS_BIN"/.*.tmp.* "$ROBUSTMQ_TOOLS_HOME"/.tmp.* "$ROBUSTMQ_TOOLS_HOME"/.k8s-module.tmp.*
+
 # Never let the go command fetch another toolchain; be gentle with the CPU.
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0

@@ -80,15 +80,23 @@ BIN="$("$HERE/install-tools.sh")"
 log "tools ready in $(( $(date +%s) - T0 ))s: $BIN"
 
 T0=$(date +%s)
-eval "$("$CP" start)"
+# The watchdog stops the control plane should this script be killed.
+eval "$(K8S_WATCH_PID=$$ "$CP" start)"
 log "control plane started in $(( $(date +%s) - T0 ))s"
 export PATH="$K8S_BIN_DIR:$PATH"
 check "KUBECONFIG points into the state dir" test "$KUBECONFIG" = "$K8S_STATE_DIR/kubeconfig"
-check "every listener is on 127.0.0.1" bash -c '
+check "all components and the watchdog are running" "$CP" status
+check "every component listens, and only on 127.0.0.1" bash -c '
+  n=0
   for f in "$0"/pids/*.pid; do
+    [[ "$f" == */watchdog.pid ]] && continue
     pid=$(cat "$f")
-    ss -Hltnp 2>/dev/null | grep "pid=$pid," | awk "{print \$4}" | grep -v "^127\.0\.0\.1:" && exit 1
-  done; exit 0' "$K8S_STATE_DIR"
+    addrs=$(ss -Hltnp | grep "pid=$pid," | awk "{print \$4}")
+    [[ -n "$addrs" ]] || { echo "$(basename "$f" .pid): no listening socket" >&2; exit 1; }
+    if grep -v "^127\.0\.0\.1:" <<<"$addrs"; then echo "not loopback: $f" >&2; exit 1; fi
+    n=$((n + 1))
+  done
+  [[ $n -ge 5 ]]' "$K8S_STATE_DIR"
 check "kubectl version talks to $K8S_API_SERVER" kubectl version
 kubectl get nodes -o wide >&2
 
