@@ -41,6 +41,7 @@ NICE="${ROBUSTMQ_TOOLS_NICE:-19}"
 log() { printf '[install-tools %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then PATH="$PATH:/usr/local/go/bin"; fi
 command -v go >/dev/null || die "go is not on PATH"
 command -v python3 >/dev/null || die "python3 is not on PATH"
 
