@@ -9,7 +9,7 @@
 //!   this device (each waiter's latency is one write + fdatasync).
 //!
 //! Run on demand (not in CI):
-//! `cargo run --release -p journal --example append_bench -- [--seconds 3] [--dir PATH]`
+//! `cargo run --release -p journal --example append_bench -- [--seconds 6] [--rounds 3] [--dir PATH]`
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -25,35 +25,46 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-/// One valid batch of about `size` bytes (a single record).
+/// One valid batch of exactly `size` bytes (a single record).
 fn batch(size: usize) -> Bytes {
-    let value = vec![0x5au8; size.saturating_sub(80)];
-    let rec = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: None,
-        value: Some(Bytes::from(value)),
-        headers: Default::default(),
+    let encode = |value_len: usize| {
+        let rec = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from(vec![0x5au8; value_len])),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [&rec],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .expect("encode");
+        buf.freeze()
     };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&rec],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    // The record's varint lengths grow with the value; converge on the exact size.
+    let mut value_len = size - 80;
+    for _ in 0..8 {
+        let b = encode(value_len);
+        if b.len() == size {
+            return b;
+        }
+        value_len = (value_len as i64 + size as i64 - b.len() as i64) as usize;
+    }
+    encode(value_len)
 }
 
 struct Result {
@@ -77,49 +88,39 @@ fn summarize(bytes: u64, elapsed: Duration, mut lat: Vec<Duration>) -> Result {
     }
 }
 
-/// write + fdatasync of `conc` batches at a time, appending to a fresh file.
-fn raw(dir: &Path, b: &Bytes, conc: usize, secs: f64) -> Result {
-    let path = dir.join(format!("raw-{}-{conc}.dat", b.len()));
-    let _ = std::fs::remove_file(&path);
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open raw file");
-    let group: Vec<u8> = b.iter().copied().cycle().take(b.len() * conc).collect();
-    let mut pos = 0u64;
-    let mut lat = Vec::new();
+/// Totals of one side of a case over its rounds.
+#[derive(Default)]
+struct Acc {
+    bytes: u64,
+    elapsed: Duration,
+    lat: Vec<Duration>,
+}
+
+/// One round of write + fdatasync of `conc` batches at a time, appending to `f` at `pos`.
+fn raw_round(
+    f: &std::fs::File,
+    pos: &mut u64,
+    group: &[u8],
+    conc: usize,
+    secs: f64,
+    acc: &mut Acc,
+) {
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < secs {
         let t = Instant::now();
-        f.write_all_at(&group, pos).expect("write");
+        f.write_all_at(group, *pos).expect("write");
         f.sync_data().expect("fdatasync");
-        pos += group.len() as u64;
+        *pos += group.len() as u64;
+        acc.bytes += group.len() as u64;
         // Every one of the group's `conc` writers waits this long.
-        lat.extend(std::iter::repeat_n(t.elapsed(), conc));
+        acc.lat.extend(std::iter::repeat_n(t.elapsed(), conc));
     }
-    let elapsed = start.elapsed();
-    drop(f);
-    let _ = std::fs::remove_file(&path);
-    summarize(pos, elapsed, lat)
+    acc.elapsed += start.elapsed();
 }
 
-async fn journal(dir: &Path, b: &Bytes, conc: usize, secs: f64) -> Result {
-    let shard = ShardId::new(format!("bench-{}-{conc}", b.len()), 0);
-    let sdir = dir.join(shard.dir_name());
-    let _ = std::fs::remove_dir_all(&sdir);
-    let spec = ShardSpec {
-        fsync: FsyncPolicy::Always,
-        retention_ms: 0,
-        segment_bytes: 1 << 30,
-        ..ShardSpec::default()
-    };
-    let (log, _) = SegmentLog::open(shard, sdir.clone(), spec, EngineHooks::default())
-        .await
-        .expect("open");
-    let log = Arc::new(log);
+/// One round of `conc` tasks appending `b` to `log` for `secs`.
+async fn journal_round(log: &Arc<SegmentLog>, b: &Bytes, conc: usize, secs: f64, acc: &mut Acc) {
+    let before = log.stats().size_bytes;
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
@@ -135,15 +136,55 @@ async fn journal(dir: &Path, b: &Bytes, conc: usize, secs: f64) -> Result {
             lat
         }));
     }
-    let mut lat = Vec::new();
     for t in tasks {
-        lat.extend(t.await.expect("join"));
+        acc.lat.extend(t.await.expect("join"));
     }
-    let elapsed = start.elapsed();
-    let bytes = log.stats().size_bytes;
-    log.close().await.expect("close");
+    acc.elapsed += start.elapsed();
+    acc.bytes += log.stats().size_bytes - before;
+}
+
+/// Runs raw and journal in alternating rounds, so that drift in the device's speed hits
+/// both sides alike.
+async fn case(dir: &Path, b: &Bytes, conc: usize, secs: f64, rounds: usize) -> (Result, Result) {
+    let path = dir.join(format!("raw-{}-{conc}.dat", b.len()));
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open raw file");
+    let group: Vec<u8> = b.iter().copied().cycle().take(b.len() * conc).collect();
+    let mut pos = 0u64;
+
+    let shard = ShardId::new(format!("bench-{}-{conc}", b.len()), 0);
+    let sdir = dir.join(shard.dir_name());
     let _ = std::fs::remove_dir_all(&sdir);
-    summarize(bytes, elapsed, lat)
+    let spec = ShardSpec {
+        fsync: FsyncPolicy::Always,
+        retention_ms: 0,
+        segment_bytes: 1 << 30,
+        ..ShardSpec::default()
+    };
+    let (log, _) = SegmentLog::open(shard, sdir.clone(), spec, EngineHooks::default())
+        .await
+        .expect("open");
+    let log = Arc::new(log);
+
+    let (mut r, mut j) = (Acc::default(), Acc::default());
+    let slice = secs / rounds as f64;
+    for _ in 0..rounds {
+        raw_round(&f, &mut pos, &group, conc, slice, &mut r);
+        journal_round(&log, b, conc, slice, &mut j).await;
+    }
+    log.close().await.expect("close");
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&sdir);
+    (
+        summarize(j.bytes, j.elapsed, j.lat),
+        summarize(r.bytes, r.elapsed, r.lat),
+    )
 }
 
 #[tokio::main]
@@ -154,10 +195,14 @@ async fn main() {
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1).cloned())
     };
-    let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(6.0);
+    let rounds: usize = arg("--rounds").and_then(|s| s.parse().ok()).unwrap_or(3);
     let dir = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/journal-bench".into()));
     std::fs::create_dir_all(&dir).expect("bench dir");
-    println!("dir: {}, {secs} s per case, fsync=always", dir.display());
+    println!(
+        "dir: {}, {secs} s per side per case in {rounds} alternating rounds, fsync=always",
+        dir.display()
+    );
     println!(
         "| batch | appenders | journal MB/s | journal p50 ms | journal p99 ms | raw MB/s | raw p50 ms | raw p99 ms | journal/raw |"
     );
@@ -165,11 +210,10 @@ async fn main() {
     for size in [1024usize, 64 * 1024] {
         let b = batch(size);
         for conc in [1usize, 16, 256] {
-            let r = raw(&dir, &b, conc, secs);
-            let j = journal(&dir, &b, conc, secs).await;
+            let (j, r) = case(&dir, &b, conc, secs, rounds).await;
             println!(
-                "| {} KB | {conc} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.0}% |",
-                b.len() / 1024,
+                "| {} B | {conc} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.0}% |",
+                b.len(),
                 j.mb_s,
                 j.p50_ms,
                 j.p99_ms,

@@ -7,7 +7,7 @@
 //! missing or broken; their CRCs are checked on every read instead.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use super::index::SegmentIndex;
 use crate::batch;
@@ -32,7 +32,10 @@ pub fn scan(
     verify_crc: bool,
     index_interval: u64,
 ) -> std::io::Result<ScanResult> {
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    // The file's cursor may be anywhere (appends move it); scans start at byte 0.
+    let mut f: &File = file;
+    f.seek(SeekFrom::Start(0))?;
+    let mut reader = BufReader::with_capacity(1 << 20, f);
     let mut pos = 0u64;
     let mut next = base;
     let mut index = SegmentIndex::default();

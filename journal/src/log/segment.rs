@@ -3,6 +3,7 @@
 //! belong to the engine (`engine::segment`).
 
 use std::fs::{self, File, OpenOptions};
+use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::Instant;
 use super::index::SegmentIndex;
 use super::recovery;
 use super::segment_path;
-use crate::batch;
+use crate::batch::{self, BatchHeader};
 
 /// A segment file and its in-memory indexes.
 #[derive(Debug)]
@@ -130,26 +131,47 @@ impl Segment {
         })
     }
 
-    /// Writes `data` (whole batches) at the end of the file and indexes them; `batches`
-    /// gives each batch's (base offset, length, offset count, max timestamp).
-    pub fn append(
+    /// Appends whole batches at the end of the file with vectored writes, each batch's
+    /// baseOffset field replaced by the offset given with it, and indexes them. The
+    /// batches' own buffers are written as they are (no copy).
+    pub fn append_batches(
         &mut self,
-        data: &[u8],
-        batches: &[(u64, u64, u64, i64)],
+        batches: &[(&[u8], u64, BatchHeader)],
         index_interval: u64,
     ) -> std::io::Result<()> {
-        self.file.write_all_at(data, self.size)?;
+        let offsets: Vec<[u8; 8]> = batches
+            .iter()
+            .map(|(_, off, _)| (*off as i64).to_be_bytes())
+            .collect();
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(batches.len() * 2);
+        for ((b, _, _), off) in batches.iter().zip(&offsets) {
+            iov.push(IoSlice::new(off));
+            iov.push(IoSlice::new(&b[8..]));
+        }
+        // The active segment is written only by its shard's writer, under the state
+        // lock; readers use positional reads, so moving the file cursor is safe.
+        let mut f: &File = &self.file;
+        f.seek(SeekFrom::Start(self.size))?;
+        let mut slices = &mut iov[..];
+        while !slices.is_empty() {
+            let n = f.write_vectored(slices)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, n);
+        }
         let mut pos = self.size;
-        for &(base, len, count, max_ts) in batches {
+        for (b, off, h) in batches {
+            let len = b.len() as u64;
             self.index.on_append(
-                (base - self.base) as u32,
+                (off - self.base) as u32,
                 pos as u32,
                 len,
-                max_ts,
+                h.max_timestamp,
                 index_interval,
             );
             pos += len;
-            self.next_offset = base + count;
+            self.next_offset = off + h.offset_count();
         }
         self.size = pos;
         Ok(())
