@@ -1,0 +1,151 @@
+//! Segment-engine behaviours beyond the shared conformance suite: rolling by age, index
+//! files written at seal and rebuilt when lost, and the fsync policies' effect on what is
+//! acknowledged and visible.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{at_offset, kafka_batch, now_ms, split_batches};
+use journal::engine::segment::SegmentLog;
+use journal::engine::{EngineHooks, ShardLog};
+use journal::{FsyncPolicy, ShardId, ShardSpec};
+use prometheus_client::metrics::histogram::Histogram;
+
+fn spec(f: impl FnOnce(&mut ShardSpec)) -> ShardSpec {
+    let mut s = ShardSpec {
+        retention_ms: 0,
+        index_interval_bytes: 256,
+        ..ShardSpec::default()
+    };
+    f(&mut s);
+    s
+}
+
+async fn open(dir: &std::path::Path, spec: ShardSpec, hooks: EngineHooks) -> SegmentLog {
+    SegmentLog::open(ShardId::new("s", 0), dir.to_path_buf(), spec, hooks)
+        .await
+        .expect("open")
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(
+        dir.path(),
+        spec(|s| s.segment_ms = 100),
+        EngineHooks::default(),
+    )
+    .await;
+    log.append(vec![kafka_batch(1, 10, now_ms(), 1)])
+        .await
+        .expect("append");
+    log.append(vec![kafka_batch(1, 10, now_ms(), 2)])
+        .await
+        .expect("append");
+    assert_eq!(log.stats().segments, 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let out = log
+        .append(vec![kafka_batch(1, 10, now_ms(), 3)])
+        .await
+        .expect("append");
+    assert_eq!(
+        log.stats().segments,
+        2,
+        "the old segment did not roll by age"
+    );
+    assert!(
+        dir.path()
+            .join(format!("{:020}.log", out.base_offset))
+            .exists()
+    );
+    // The sealed segment got its index files.
+    assert!(dir.path().join(format!("{:020}.index", 0)).exists());
+    assert!(dir.path().join(format!("{:020}.timeindex", 0)).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_or_damaged_index_files_are_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(
+        dir.path(),
+        spec(|s| s.segment_bytes = 2048),
+        EngineHooks::default(),
+    )
+    .await;
+    let mut expected = Vec::new();
+    for i in 0..40u64 {
+        let b = kafka_batch(2, 100, 1000 + i as i64, i);
+        let off = log
+            .append(vec![b.clone()])
+            .await
+            .expect("append")
+            .base_offset;
+        expected.push(at_offset(&b, off));
+    }
+    log.close().await.expect("close");
+    drop(log);
+    let ix = dir.path().join(format!("{:020}.index", 0));
+    std::fs::remove_file(&ix).expect("remove index");
+    std::fs::write(dir.path().join(format!("{:020}.timeindex", 0)), [1u8, 2, 3]).expect("damage");
+    let log = open(
+        dir.path(),
+        spec(|s| s.segment_bytes = 2048),
+        EngineHooks::default(),
+    )
+    .await;
+    assert!(ix.exists(), "index file not rebuilt");
+    let mut got = Vec::new();
+    let mut next = 0;
+    while next < log.stats().high_watermark {
+        let c = log.read(next, 700).await.expect("read");
+        got.extend(split_batches(&c.records));
+        next = c.next_offset;
+    }
+    assert_eq!(got, expected);
+    assert_eq!(
+        log.offset_for_timestamp(1003).await.expect("lookup"),
+        Some(6)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_policies_sync_when_they_say() {
+    for (policy, min_syncs, max_syncs) in [
+        (FsyncPolicy::Always, 20, u64::MAX),
+        (FsyncPolicy::Never, 0, 0),
+        (FsyncPolicy::Interval { ms: 50 }, 1, 19),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = Histogram::new([0.001, 0.01, 0.1]);
+        let hooks = EngineHooks {
+            fsync_seconds: Some(h.clone()),
+        };
+        let log = open(dir.path(), spec(|s| s.fsync = policy), hooks).await;
+        for i in 0..20u64 {
+            let out = log
+                .append(vec![kafka_batch(1, 10, 0, i)])
+                .await
+                .expect("append");
+            // Whatever the policy, an acknowledged append is visible at once.
+            assert_eq!(log.stats().high_watermark, out.log_end);
+        }
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        drop(log);
+        let count = {
+            let mut text = String::new();
+            let mut reg = prometheus_client::registry::Registry::default();
+            reg.register("f", "fsyncs", h);
+            prometheus_client::encoding::text::encode(&mut text, &reg).expect("encode");
+            text.lines()
+                .find_map(|l| l.strip_prefix("f_count "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .expect("count")
+        };
+        assert!(
+            (min_syncs..=max_syncs).contains(&count),
+            "{policy:?}: {count} fsyncs, expected {min_syncs}..={max_syncs}"
+        );
+    }
+}
