@@ -77,13 +77,19 @@ install_from_tmp() {
 
 TOTAL_START=$(date +%s)
 declare -a TIMINGS=()
+# CPU seconds (user+sys) used so far by finished children of this shell.
+child_cpu() {
+  local tck
+  tck=$(getconf CLK_TCK)
+  awk -v t="$tck" '{print int(($16 + $17) / t)}' "/proc/$$/stat" 2>/dev/null || echo 0
+}
 timed() { # timed NAME CMD...
-  local name="$1" t0 t1; shift
-  t0=$(date +%s)
+  local name="$1" t0 t1 c0 c1; shift
+  t0=$(date +%s); c0=$(child_cpu)
   "$@"
-  t1=$(date +%s)
+  t1=$(date +%s); c1=$(child_cpu)
   TIMINGS+=("$name: $((t1 - t0))s")
-  log "$name done in $((t1 - t0))s"
+  log "$name done in $((t1 - t0))s wall, $((c1 - c0))s CPU"
 }
 
 # ---------------------------------------------------------------- etcd ------
