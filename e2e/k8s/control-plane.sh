@@ -245,6 +245,9 @@ cmd_start() {
   if [[ -f "$S/env" ]] && cmd_status >/dev/null 2>&1; then
     die "a control plane is already running in $S (stop it first)"
   fi
+  # A state dir is for one run: data, certs and logs of an earlier run go.
+  rm -rf "$S/etcd-data" "$S/pki" "$S/logs" "$S/pids" "$S/kwok-home" "$S/env" \
+    "$S"/*-certs "$S"/*.kubeconfig "$S/kubeconfig" "$S/bootstrap.yaml"
   for d in logs pids; do mkdir -p "$S/$d"; done
 
   if [[ "${K8S_SKIP_INSTALL:-}" != 1 && -z "${ROBUSTMQ_K8S_BIN:-}" ]]; then
