@@ -4,7 +4,7 @@
 //! For every batch size and number of concurrent appenders C:
 //! - journal: C tasks append one RecordBatch v2 each per call to one shard and wait for the
 //!   acknowledgement (durable); throughput and per-append latency p50/p99.
-//! - raw group-commit limit: one thread appends C batches' worth of bytes to a file with one
+//! - raw group-commit limit: one blocking-pool thread appends C batches' worth of bytes to a file with one
 //!   write and one fdatasync, in a loop — the best any group commit of C waiters can do on
 //!   this device (each waiter's latency is one write + fdatasync).
 //!
@@ -166,18 +166,47 @@ async fn case(dir: &Path, b: &Bytes, conc: usize, secs: f64, rounds: usize) -> (
         segment_bytes: 1 << 30,
         ..ShardSpec::default()
     };
-    let (log, _) = SegmentLog::open(shard, sdir.clone(), spec, EngineHooks::default())
+    let fsyncs = prometheus_client::metrics::histogram::Histogram::new([0.001]);
+    let hooks = EngineHooks {
+        fsync_seconds: Some(fsyncs.clone()),
+    };
+    let (log, _) = SegmentLog::open(shard, sdir.clone(), spec, hooks)
         .await
         .expect("open");
     let log = Arc::new(log);
 
     let (mut r, mut j) = (Acc::default(), Acc::default());
     let slice = secs / rounds as f64;
+    // The raw loop runs on a blocking-pool thread, the same kind of thread that runs the
+    // journal's writes and fdatasyncs, so that both sides see the same scheduling.
+    let f = Arc::new(f);
+    let group = Arc::new(group);
     for _ in 0..rounds {
-        raw_round(&f, &mut pos, &group, conc, slice, &mut r);
+        let (f2, g2, mut acc, mut p) = (f.clone(), group.clone(), std::mem::take(&mut r), pos);
+        (acc, p) = tokio::task::spawn_blocking(move || {
+            raw_round(&f2, &mut p, &g2, conc, slice, &mut acc);
+            (acc, p)
+        })
+        .await
+        .expect("raw round");
+        (r, pos) = (acc, p);
         journal_round(&log, b, conc, slice, &mut j).await;
     }
     log.close().await.expect("close");
+    let mut text = String::new();
+    let mut reg = prometheus_client::registry::Registry::default();
+    reg.register("f", "fsyncs", fsyncs);
+    let _ = prometheus_client::encoding::text::encode(&mut text, &reg);
+    let n_fsync: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("f_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    eprintln!(
+        "  journal: {} appends in {n_fsync} fsyncs ({:.1} per fsync)",
+        j.lat.len(),
+        j.lat.len() as f64 / n_fsync.max(1.0)
+    );
     drop(f);
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_dir_all(&sdir);
@@ -199,6 +228,8 @@ async fn main() {
     let rounds: usize = arg("--rounds").and_then(|s| s.parse().ok()).unwrap_or(3);
     let dir = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/journal-bench".into()));
     std::fs::create_dir_all(&dir).expect("bench dir");
+    let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", loadavg().trim());
     println!(
         "dir: {}, {secs} s per side per case in {rounds} alternating rounds, fsync=always",
         dir.display()
@@ -225,4 +256,5 @@ async fn main() {
             eprintln!("  ({} journal appends, {} raw writer-waits)", j.ops, r.ops);
         }
     }
+    println!("load average at end: {}", loadavg().trim());
 }
