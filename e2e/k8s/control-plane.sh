@@ -21,6 +21,9 @@
 #   ROBUSTMQ_K8S_BIN    bin dir with the binaries (default: install-tools.sh's)
 #   K8S_SKIP_INSTALL=1  do not run install-tools.sh; fail if binaries are missing
 set -euo pipefail
+# The whole script is one brace group, parsed before it runs: editing or
+# updating this file while it runs cannot change what the run does.
+{
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
@@ -392,3 +395,5 @@ case "$cmd" in
     if [[ "$cmd" == stop ]]; then rm -f "$S/env"; log "stopped"; fi ;;
   *) echo "usage: $0 start|stop|env|status" >&2; exit 2 ;;
 esac
+exit
+}

@@ -19,6 +19,9 @@
 #   install-tools.sh --bin-dir  only print the bin dir (builds nothing)
 #   install-tools.sh --check    exit 0 iff every binary is cached
 set -euo pipefail
+# The whole script is one brace group, parsed before it runs: editing or
+# updating this file while it runs cannot change what the run does.
+{
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.sh
@@ -234,3 +237,5 @@ else
   log "all binaries already cached"
 fi
 echo "$ROBUSTMQ_TOOLS_BIN"
+exit
+}

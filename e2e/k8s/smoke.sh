@@ -4,6 +4,9 @@
 # on, stops everything and checks no process is left. Exits non-zero on any
 # failure. The last line is "smoke: N passed, N failed".
 set -euo pipefail
+# The whole script is one brace group, parsed before it runs: editing or
+# updating this file while it runs cannot change what the run does.
+{
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CP="$HERE/control-plane.sh"
@@ -259,3 +262,5 @@ check "the release's ConfigMap exists and reports the server version" bash -c \
 check "helm uninstall" helm uninstall demo -n "$NS" --wait --timeout 60s
 
 check "stop the control plane; no recorded pid is left" stop_and_verify
+exit
+}
