@@ -20,6 +20,7 @@
 #                       exits (e.g. the test harness), so a crash leaks nothing
 #   ROBUSTMQ_K8S_BIN    bin dir with the binaries (default: install-tools.sh's)
 #   K8S_SKIP_INSTALL=1  do not run install-tools.sh; fail if binaries are missing
+# shellcheck disable=SC2016,SC2317 # bash -c snippets in single quotes; functions called indirectly
 set -euo pipefail
 # The whole script is one brace group, parsed before it runs: editing or
 # updating this file while it runs cannot change what the run does.
@@ -82,7 +83,7 @@ cmd_stop() {
     stop_pid "$name" || rc=1
   done
   if [[ "${K8S_IN_WATCHDOG:-}" == 1 ]]; then rm -f "$(pid_file watchdog)"; fi
-  return $rc
+  return "$rc"
 }
 
 cmd_status() {
@@ -92,7 +93,7 @@ cmd_status() {
     pid="$(cat "$(pid_file "$name")")"
     if is_ours "$pid"; then echo "$name: running (pid $pid)"; else echo "$name: dead (pid $pid)"; rc=1; fi
   done
-  return $rc
+  return "$rc"
 }
 
 cmd_env() {

@@ -18,6 +18,7 @@
 #   install-tools.sh            build what is missing, print the bin dir last
 #   install-tools.sh --bin-dir  only print the bin dir (builds nothing)
 #   install-tools.sh --check    exit 0 iff every binary is cached
+# shellcheck disable=SC2016,SC2317 # bash -c snippets in single quotes; functions called indirectly
 set -euo pipefail
 # The whole script is one brace group, parsed before it runs: editing or
 # updating this file while it runs cannot change what the run does.

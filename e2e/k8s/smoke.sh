@@ -3,6 +3,7 @@
 # starts the control plane, exercises the pieces the operator e2e tests rely
 # on, stops everything and checks no process is left. Exits non-zero on any
 # failure. The last line is "smoke: N passed, N failed".
+# shellcheck disable=SC2016,SC2317 # bash -c snippets in single quotes; functions called indirectly
 set -euo pipefail
 # The whole script is one brace group, parsed before it runs: editing or
 # updating this file while it runs cannot change what the run does.
@@ -57,7 +58,7 @@ finish() {
     log "state and logs kept in $K8S_STATE_DIR"
   fi
   echo "smoke: $PASSED passed, $FAILED failed"
-  exit $rc
+  exit "$rc"
 }
 trap finish EXIT
 

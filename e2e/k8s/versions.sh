@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # variables used by the scripts that source this file
 # Pinned versions of the e2e Kubernetes tool chain, sourced by the other scripts
 # in this directory. Changing any pin changes the cache directory, so a stale
 # binary is never reused for a new pin.
