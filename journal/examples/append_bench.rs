@@ -202,10 +202,17 @@ async fn case(dir: &Path, b: &Bytes, conc: usize, secs: f64, rounds: usize) -> (
         .find_map(|l| l.strip_prefix("f_count "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
+    let fsync_secs: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("f_sum "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
     eprintln!(
-        "  journal: {} appends in {n_fsync} fsyncs ({:.1} per fsync)",
+        "  journal: {} appends in {n_fsync} fsyncs ({:.1} per fsync); per group {:.0} us in fdatasync, {:.0} us elsewhere",
         j.lat.len(),
-        j.lat.len() as f64 / n_fsync.max(1.0)
+        j.lat.len() as f64 / n_fsync.max(1.0),
+        fsync_secs / n_fsync.max(1.0) * 1e6,
+        (j.elapsed.as_secs_f64() - fsync_secs) / n_fsync.max(1.0) * 1e6,
     );
     drop(f);
     let _ = std::fs::remove_file(&path);

@@ -204,6 +204,8 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Longest a group waits for stragglers (see `writer_loop`).
 const MAX_GROUP_WAIT: Duration = Duration::from_millis(2);
+/// Times a gathering group yields to runnable appenders before it parks on the queue.
+const YIELDS_BEFORE_WAIT: u32 = 4;
 
 async fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<AppendReq>) {
     // Appenders acknowledged by the last group usually come straight back with their next
@@ -222,11 +224,20 @@ async fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<AppendReq>) {
         let mut group = vec![first];
         let deadline = tokio::time::Instant::now()
             + (last_commit / 2).clamp(Duration::from_micros(50), MAX_GROUP_WAIT);
+        let mut yields = 0;
         while bytes < GROUP_MAX_BYTES {
             let next = match rx.try_recv() {
                 Ok(r) => Some(r),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) if group.len() < expect && shares_fsync => {
+                    if yields < YIELDS_BEFORE_WAIT {
+                        // Appenders woken by the last acknowledgement are usually runnable
+                        // right now: let them run instead of parking and being woken once
+                        // per arriving request.
+                        yields += 1;
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
                     // Timing out ends the group.
                     tokio::time::timeout_at(deadline, rx.recv())
                         .await
