@@ -53,7 +53,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A directory for one test's data and logs. It is deleted only when the test calls
-/// [`TestDir::pass`]; otherwise (a panic, or an early `Err` return) it is kept and the tail
+/// [`TestDir::pass`] (and `ROBUSTMQ_KEEP_LOGS` is unset); otherwise (a panic, or an early `Err` return) it is kept and the tail
 /// of every log is printed.
 pub struct TestDir {
     dir: Option<tempfile::TempDir>,
@@ -84,6 +84,12 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
+        if std::env::var_os("ROBUSTMQ_KEEP_LOGS").is_some() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("ROBUSTMQ_KEEP_LOGS: kept {}", dir.keep().display());
+            }
+            return;
+        }
         if self.passed.load(std::sync::atomic::Ordering::SeqCst) && !std::thread::panicking() {
             return;
         }

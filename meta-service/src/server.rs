@@ -38,6 +38,7 @@ pub struct MetaServer {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     db: sled::Db,
+    log_db: sled::Db,
 }
 
 impl MetaServer {
@@ -45,13 +46,15 @@ impl MetaServer {
     pub async fn start(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-        let db = sled::Config::new()
-            .path(cfg.data_dir.join("sled"))
-            .open()
-            .with_context(|| format!("opening sled in {}", cfg.data_dir.display()))?;
+        // The log and the state machine live in separate sled databases: the log is flushed
+        // on every append, and sharing one database would make each flush also write out
+        // the state machine's dirty pages.
+        let log_db = open_sled(&cfg.data_dir.join("raft-log"))?;
+        let db = open_sled(&cfg.data_dir.join("state"))?;
 
         let committed = Arc::new(AtomicU64::new(0));
-        let log_store = LogStore::open(&db, committed.clone()).context("opening the Raft log")?;
+        let log_store =
+            LogStore::open(&log_db, committed.clone()).context("opening the Raft log")?;
         let sm = StateMachineStore::open(&db, cfg.raft.watch_history)
             .context("opening the state machine")?;
         let shared = sm.shared();
@@ -163,6 +166,7 @@ impl MetaServer {
             tasks,
             shutdown,
             db,
+            log_db,
         })
     }
 
@@ -180,10 +184,28 @@ impl MetaServer {
         if let Err(e) = self.node.raft.shutdown().await {
             warn!(error = %e, "raft shutdown");
         }
-        self.db.flush_async().await.context("flushing sled")?;
+        if let Err(e) = self.node.shared.drain_writes() {
+            warn!(error = %e, "state machine writes did not finish");
+        }
+        self.db
+            .flush_async()
+            .await
+            .context("flushing the state machine")?;
+        self.log_db
+            .flush_async()
+            .await
+            .context("flushing the Raft log")?;
         info!("stopped");
         Ok(())
     }
+}
+
+fn open_sled(path: &std::path::Path) -> anyhow::Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .with_context(|| format!("opening sled in {}", path.display()))
 }
 
 /// Initializes the cluster from the lowest-id peer when no peer belongs to one yet.

@@ -9,8 +9,10 @@
 //! m/state            -> (revision, counters)
 //! m/installing       -> present while a snapshot is being installed
 //! ```
-//! Each apply call writes one atomic sled batch. The log, not this tree, is the durable
-//! source: after a crash the tree may be behind, and Raft re-applies from `m/applied`.
+//! Each apply call becomes one atomic sled batch, written in order by a dedicated writer
+//! thread so that disk writes stay off the reply path. The log, not this tree, is the
+//! durable source: after a crash the tree may be behind (by whole batches, never half of
+//! one), and Raft re-applies from `m/applied`.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,9 +49,15 @@ pub struct Shared {
     applied: RwLock<(Option<LogId>, StoredMembership)>,
     pub last_applied_index: AtomicU64,
     pub signals: broadcast::Sender<Signal>,
+    writer: Writer,
 }
 
 impl Shared {
+    /// Waits until every applied batch is written to sled (for a clean shutdown).
+    pub fn drain_writes(&self) -> Result<(), StorageError<NodeId>> {
+        self.writer.drain()
+    }
+
     pub fn last_applied(&self) -> Option<LogId> {
         self.applied.read().expect("applied lock").0
     }
@@ -64,6 +72,100 @@ pub struct StateMachineStore {
     snapshot_seq: Arc<AtomicU64>,
     /// Lowest revision that may still be persisted in `h/`.
     history_floor: Arc<AtomicU64>,
+    writer: Writer,
+}
+
+/// Work for the writer thread, in apply order.
+enum WriteOp {
+    Apply(Box<Persist>),
+    /// Answered once everything queued before it is written.
+    Barrier(std::sync::mpsc::SyncSender<()>),
+}
+
+struct Persist {
+    changes: Arc<Vec<Arc<Change>>>,
+    applied: (Option<LogId>, StoredMembership),
+    revision: u64,
+    counters: Counters,
+    /// Persisted history below this revision is deleted.
+    trim: std::ops::Range<u64>,
+}
+
+/// Persists applied batches on its own thread, in order, one atomic sled batch each.
+#[derive(Clone)]
+struct Writer {
+    tx: std::sync::mpsc::SyncSender<WriteOp>,
+    /// Set when a write failed: the next apply reports it, which stops Raft.
+    failed: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Writer {
+    fn start(tree: sled::Tree) -> Self {
+        // Bounded: a disk that falls behind slows apply down instead of queueing forever.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<WriteOp>(64);
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        let flag = failed.clone();
+        std::thread::Builder::new()
+            .name("sm-writer".into())
+            .spawn(move || {
+                for op in rx {
+                    match op {
+                        WriteOp::Barrier(done) => {
+                            let _ = done.send(());
+                        }
+                        WriteOp::Apply(p) => {
+                            if let Err(e) = persist(&tree, &p) {
+                                tracing::error!(error = %e, "persisting the state machine failed");
+                                *flag.lock().expect("writer flag") = Some(e.to_string());
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("spawn the state machine writer");
+        Self { tx, failed }
+    }
+
+    fn send(&self, op: WriteOp) -> Result<(), StorageError<NodeId>> {
+        if let Some(e) = self.failed.lock().expect("writer flag").clone() {
+            return Err(write_err(std::io::Error::other(e)));
+        }
+        self.tx
+            .send(op)
+            .map_err(|_| write_err(std::io::Error::other("the state machine writer stopped")))
+    }
+
+    /// Waits until every batch queued so far is written.
+    fn drain(&self) -> Result<(), StorageError<NodeId>> {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.send(WriteOp::Barrier(done))?;
+        wait.recv()
+            .map_err(|_| write_err(std::io::Error::other("the state machine writer stopped")))
+    }
+}
+
+fn persist(tree: &sled::Tree, p: &Persist) -> Result<(), Box<dyn std::error::Error>> {
+    let mut batch = sled::Batch::default();
+    for c in p.changes.iter() {
+        match &c.value {
+            Some(v) => batch.insert(
+                data_key(&c.key),
+                encode_value(&Value {
+                    data: v.clone(),
+                    mod_revision: c.revision,
+                }),
+            ),
+            None => batch.remove(data_key(&c.key)),
+        }
+        batch.insert(history_key(c.revision), encode(c.as_ref())?);
+    }
+    for rev in p.trim.clone() {
+        batch.remove(history_key(rev));
+    }
+    batch.insert(STATE, encode(&(p.revision, &p.counters))?);
+    batch.insert(APPLIED, encode(&p.applied)?);
+    tree.apply_batch(batch)?;
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -106,8 +208,11 @@ impl StateMachineStore {
         let tree = db.open_tree("sm").map_err(read_err)?;
         let snapshots = db.open_tree("sm_snapshot").map_err(read_err)?;
         let (signals, _) = broadcast::channel(1024);
+        let writer = Writer::start(tree.clone());
         let store = Self {
+            writer: writer.clone(),
             shared: Arc::new(Shared {
+                writer,
                 state: RwLock::new(State::new(history_limit)),
                 applied: RwLock::new((None, StoredMembership::default())),
                 last_applied_index: AtomicU64::new(0),
@@ -190,6 +295,8 @@ impl StateMachineStore {
     /// Replaces the whole state with a snapshot's, on disk and in memory.
     fn install(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError<NodeId>> {
         let file: SnapshotFile = decode(data).map_err(read_err)?;
+        // Batches still queued belong to the state being replaced; let them land first.
+        self.writer.drain()?;
         self.tree.insert(INSTALLING, &[]).map_err(write_err)?;
         self.snapshots
             .insert(CURRENT_SNAPSHOT, encode(&(meta, data)).map_err(write_err)?)
@@ -305,35 +412,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             )
         };
 
-        let mut batch = sled::Batch::default();
-        for c in &changes {
-            match &c.value {
-                Some(v) => batch.insert(
-                    data_key(&c.key),
-                    encode_value(&Value {
-                        data: v.clone(),
-                        mod_revision: c.revision,
-                    }),
-                ),
-                None => batch.remove(data_key(&c.key)),
-            }
-            batch.insert(
-                history_key(c.revision),
-                encode(c.as_ref()).map_err(write_err)?,
-            );
-        }
-        // Trim persisted history below the in-memory floor.
         let floor = self.history_floor.swap(compact_revision, Ordering::Relaxed);
-        for rev in floor.min(compact_revision)..compact_revision {
-            batch.remove(history_key(rev));
-        }
-        batch.insert(STATE, encode(&(revision, &counters)).map_err(write_err)?);
-        batch.insert(APPLIED, encode(&applied).map_err(write_err)?);
-        self.tree.apply_batch(batch).map_err(write_err)?;
+        let changes = Arc::new(changes);
+        self.writer.send(WriteOp::Apply(Box::new(Persist {
+            changes: changes.clone(),
+            applied: applied.clone(),
+            revision,
+            counters,
+            trim: floor.min(compact_revision)..compact_revision,
+        })))?;
         self.set_applied(applied);
 
         if !changes.is_empty() {
-            let _ = self.shared.signals.send(Signal::Changes(Arc::new(changes)));
+            let _ = self.shared.signals.send(Signal::Changes(changes));
         }
         Ok(responses)
     }
