@@ -101,6 +101,24 @@ async fn leader_is_elected_and_a_write_sent_to_a_follower_succeeds() -> Result<(
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("mqtt_filter"), "{e:?}");
 
+    // Prometheus metrics: Raft progress, proposal latency, gRPC requests by method and code.
+    let (status, metrics) = e2e::harness::http_get(&cluster.node(f2).admin, "/metrics")?;
+    assert_eq!(status, 200);
+    for needle in [
+        "robustmq_meta_raft_term ",
+        &format!("robustmq_meta_raft_leader_id {leader}"),
+        "robustmq_meta_raft_commit_index ",
+        "robustmq_meta_raft_applied_index ",
+        "robustmq_meta_proposal_duration_seconds_bucket",
+        "robustmq_meta_grpc_requests_total{method=\"CreateTopic\",code=\"AlreadyExists\"} 1",
+        "robustmq_meta_grpc_requests_total{method=\"GetTopic\",code=\"OK\"} 1",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "/metrics lacks {needle:?}:\n{metrics}"
+        );
+    }
+
     // Every node agrees on the leader and the membership.
     for id in 1..=3 {
         let j = cluster.cluster_json(id)?;

@@ -244,7 +244,13 @@ impl MetaConfig {
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-        let (base, ordinal) = statefulset_ordinal(&hostname)?;
+        self.apply_statefulset_identity(&hostname)
+    }
+
+    /// Sets the id (ordinal + 1) and, with a peer service and replica count, the peers as
+    /// the StatefulSet pods' DNS names.
+    fn apply_statefulset_identity(&mut self, hostname: &str) -> anyhow::Result<()> {
+        let (base, ordinal) = statefulset_ordinal(hostname)?;
         self.node_id = ordinal + 1;
         if let (Some(service), Some(replicas)) = (&self.peer_service, self.replicas) {
             let port = self
@@ -319,6 +325,22 @@ mod tests {
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("0=a:1").is_err());
         assert!(parse_peers("1a:1").is_err());
+    }
+
+    #[test]
+    fn statefulset_identity_sets_id_and_peer_dns_names() {
+        let mut c = MetaConfig {
+            grpc_addr: "0.0.0.0:1228".into(),
+            peer_service: Some("rmq-meta-headless".into()),
+            replicas: Some(3),
+            ..MetaConfig::default()
+        };
+        c.apply_statefulset_identity("rmq-meta-1").unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(c.peers[&1], "rmq-meta-0.rmq-meta-headless:1228");
+        assert_eq!(c.advertised(), "rmq-meta-1.rmq-meta-headless:1228");
+        c.validate().unwrap();
     }
 
     #[test]
