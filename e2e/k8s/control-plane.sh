@@ -121,7 +121,16 @@ launch() {
   local name="$1"; shift
   log "starting $name"
   "$@" </dev/null >"$S/logs/$name.log" 2>&1 &
-  echo $! >"$(pid_file "$name")"
+  local pid=$! i
+  echo "$pid" >"$(pid_file "$name")"
+  # Until the forked shell has exec'd the command, /proc/PID/cmdline is this
+  # script's and is_ours would say no: wait (bounded) for the exec.
+  for ((i = 0; i < 100; i++)); do
+    is_ours "$pid" && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  is_ours "$pid" || { log "$name (pid $pid) did not start"; tail -n 30 "$S/logs/$name.log" >&2; return 1; }
 }
 
 # wait_until NAME DESCRIPTION CMD...: poll CMD (each try capped at 10s) every
@@ -371,7 +380,9 @@ cmd_start() {
       [[ -f "$2/env" ]] && K8S_STATE_DIR="$2" "$3" stop' \
       robustmq-k8s-watchdog "$K8S_WATCH_PID" "$S" "$SELF" \
       </dev/null >"$S/logs/watchdog.log" 2>&1 &
-    echo $! >"$(pid_file watchdog)"
+    local wpid=$! i
+    echo "$wpid" >"$(pid_file watchdog)"
+    for ((i = 0; i < 100; i++)); do is_ours "$wpid" && break; sleep 0.05; done
   fi
   trap - EXIT
   log "control plane ready: KUBECONFIG=$S/kubeconfig"

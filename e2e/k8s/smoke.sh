@@ -85,7 +85,8 @@ log "tools ready in $(( $(date +%s) - T0 ))s: $BIN"
 
 T0=$(date +%s)
 # The watchdog stops the control plane should this script be killed.
-eval "$(K8S_WATCH_PID=$$ "$CP" start)"
+CP_ENV="$(K8S_WATCH_PID=$$ "$CP" start)"   # a failed start ends the run here
+eval "$CP_ENV"
 log "control plane started in $(( $(date +%s) - T0 ))s"
 export PATH="$K8S_BIN_DIR:$PATH"
 check "KUBECONFIG points into the state dir" test "$KUBECONFIG" = "$K8S_STATE_DIR/kubeconfig"
@@ -216,6 +217,59 @@ check "RBAC denies an unprivileged ServiceAccount" bash -c \
   '[[ "$(kubectl auth can-i list secrets --as=system:serviceaccount:smoke:default -n smoke 2>/dev/null || true)" == no ]]'
 check "the API server rejects an invalid object (schema validation)" bash -c \
   '! kubectl -n smoke create deployment bad --image=x --replicas=-1 2>/dev/null'
+
+# CRDs: structural schema + CEL rules, as the operator's CRDs use them.
+cat >"$WORK/crd.yaml" <<'EOF'
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.smoke.robustmq.io}
+spec:
+  group: smoke.robustmq.io
+  scope: Namespaced
+  names: {kind: Widget, plural: widgets, singular: widget}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [engine, partitions]
+            properties:
+              engine: {type: string, enum: [memory, segment, object]}
+              partitions: {type: integer, minimum: 1}
+            x-kubernetes-validations:
+            - rule: self.engine == oldSelf.engine
+              message: engine is immutable
+            - rule: self.partitions >= oldSelf.partitions
+              message: partitions may only grow
+EOF
+check "apply a CRD with CEL rules" kubectl apply -f "$WORK/crd.yaml"
+check "CRD becomes Established" kubectl wait crd/widgets.smoke.robustmq.io --for=condition=Established --timeout=60s
+# widget_apply ENGINE PARTITIONS: apply Widget smoke/w; prints kubectl's output.
+widget_apply() {
+  printf 'apiVersion: smoke.robustmq.io/v1alpha1\nkind: Widget\nmetadata: {name: w, namespace: smoke}\nspec: {engine: %s, partitions: %s}\n' "$1" "$2" \
+    | kubectl apply -f - 2>&1
+}
+rejected_with() { # rejected_with MESSAGE ENGINE PARTITIONS
+  local out
+  if out="$(widget_apply "$2" "$3")"; then log "unexpectedly accepted: $out"; return 1; fi
+  grep -qF -- "$1" <<<"$out" || { log "rejected, but not with '$1': $out"; return 1; }
+}
+check "create a valid custom resource" retry 30 widget_apply memory 2
+check "schema rejects an invalid custom resource, with the schema's message" \
+  rejected_with 'Unsupported value: "bogus"' bogus 2
+check "schema rejects partitions: 0, with the schema's message" \
+  rejected_with 'should be greater than or equal to 1' memory 0
+check "CEL rule rejects changing the engine, with its message" \
+  rejected_with 'engine is immutable' segment 2
+check "CEL rule rejects shrinking partitions, with its message" \
+  rejected_with 'partitions may only grow' memory 1
+check "growing partitions is accepted" widget_apply memory 3
 
 # Scale down: kwok deletes pods whose deletionTimestamp is set.
 check "scale web to 1" kubectl -n "$NS" scale deployment/web --replicas=1
