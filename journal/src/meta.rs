@@ -170,14 +170,10 @@ impl MetaLink {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        let _ = call(
-            "UnregisterNode",
-            self.client.clone().unregister_node(pb::NodeRef {
-                role: pb::NodeRole::Journal as i32,
-                id: self.node_id,
-            }),
-        )
-        .await;
+        // No UnregisterNode on shutdown: meta evicts an unregistered node from every
+        // replica set, and a restart (rolling update) must come back to its shards. The
+        // lease lapses instead, which moves only leaderships. Removing a node for good is
+        // DrainNode's job (the operator's).
     }
 
     /// Lists then watches placements until cancelled; sets `synced` after the first full

@@ -241,6 +241,7 @@ async fn journal_nodes_follow_meta_placements_and_fence_by_epoch() {
     // bumped epoch, and node 1 accepts appends at the new epoch.
     let led_by_2: Vec<&mpb::ShardPlacement> =
         created.shards.iter().filter(|p| p.leader == 2).collect();
+    let appended_on_2 = led_by_2.len() as i64;
     j2.kill();
     for p in led_by_2 {
         let mut c1 = j1.client().await;
@@ -268,6 +269,24 @@ async fn journal_nodes_follow_meta_placements_and_fence_by_epoch() {
             .expect_err("the old epoch must be fenced after failover");
         assert_eq!(md(&err, "x-journal-error"), "fenced_epoch");
     }
+
+    // Node 2 restarts on its data dir: it is still a replica (a lapsed lease moves only
+    // leaderships), so it keeps its shards, now following node 1's leadership.
+    let j2 = Node::start(&j2_dir, &args("2"));
+    let shards = eventually(
+        "node 2 back with its shards",
+        Duration::from_secs(30),
+        || async {
+            let s = meta_shards(&j2).await;
+            (s.len() == 2 && s.iter().all(|s| s.leader == 1)).then_some(s)
+        },
+    )
+    .await;
+    let data: i64 = shards.iter().map(|s| s.log_end_offset).sum();
+    assert!(
+        data >= 1,
+        "node 2 lost the data it held before the restart: {shards:?}"
+    );
 
     m.delete_topic(mpb::NameRequest {
         name: "events".into(),
