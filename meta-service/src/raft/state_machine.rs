@@ -1,24 +1,25 @@
-//! The Raft state machine: the in-memory [`State`] for fast reads, persisted in sled as it
-//! is applied, with snapshots built from and installed into it.
+//! The Raft state machine: the in-memory [`State`] for fast reads, persisted in sled as the
+//! latest snapshot plus the change batches applied since.
 //!
-//! Tree `sm` layout:
+//! Layout:
 //! ```text
-//! d/{key}            -> mod_revision (8 bytes BE) ++ value
-//! h/{revision BE}    -> encoded Change (the watch history)
-//! m/applied          -> (last applied log id, last membership)
-//! m/state            -> (revision, counters)
-//! m/installing       -> present while a snapshot is being installed
+//! tree sm_snapshot: current        -> (SnapshotMeta, encoded SnapshotFile): the full image
+//! tree sm:          c/{index BE}   -> ChangeBatch: what one apply call changed, with the
+//!                                     applied log id, revision and counters after it
 //! ```
-//! Each apply call becomes one atomic sled batch, written in order by a dedicated writer
-//! thread so that disk writes stay off the reply path. The log, not this tree, is the
-//! durable source: after a crash the tree may be behind (by whole batches, never half of
-//! one), and Raft re-applies from `m/applied`.
+//! Persisting one value per apply call (instead of one key per changed key) keeps sled's
+//! copy-on-write B-tree small, which is where the CPU went. Recovery loads the snapshot and
+//! replays the batches after it; building a snapshot deletes the batches it covers.
+//!
+//! Batches are written in order by a dedicated writer thread, off the reply path. The Raft
+//! log, not this tree, is the durable source: after a crash the tree may be behind by whole
+//! batches (never half of one), and Raft re-applies from the last persisted applied id.
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::Bytes;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageError};
 use serde::{Deserialize, Serialize};
@@ -28,12 +29,11 @@ use super::{
     Entry, LogId, NodeId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, decode, encode,
     read_err, write_err,
 };
-use crate::store::{Change, Counters, Response, State, StateImage, Value};
+use crate::store::{Change, Counters, Response, State, StateImage};
 
-const APPLIED: &[u8] = b"m/applied";
-const STATE: &[u8] = b"m/state";
-const INSTALLING: &[u8] = b"m/installing";
 const CURRENT_SNAPSHOT: &[u8] = b"current";
+
+type Applied = (Option<LogId>, StoredMembership);
 
 /// What watchers are told after each apply.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ pub enum Signal {
 /// State shared between the state machine (writer) and the readers (gRPC, watch, admin).
 pub struct Shared {
     pub state: RwLock<State>,
-    applied: RwLock<(Option<LogId>, StoredMembership)>,
+    applied: RwLock<Applied>,
     pub last_applied_index: AtomicU64,
     pub signals: broadcast::Sender<Signal>,
     writer: Writer,
@@ -70,55 +70,60 @@ pub struct StateMachineStore {
     snapshots: sled::Tree,
     history_limit: usize,
     snapshot_seq: Arc<AtomicU64>,
-    /// Lowest revision that may still be persisted in `h/`.
-    history_floor: Arc<AtomicU64>,
     writer: Writer,
+}
+
+/// One apply call's persisted record.
+#[derive(Serialize, Deserialize)]
+struct ChangeBatch {
+    applied: Applied,
+    counters: Counters,
+    changes: Vec<Change>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    image: StateImage,
+}
+
+fn batch_key(index: u64) -> Vec<u8> {
+    let mut k = b"c/".to_vec();
+    k.extend_from_slice(&index.to_be_bytes());
+    k
 }
 
 /// Work for the writer thread, in apply order.
 enum WriteOp {
-    Apply(Box<Persist>),
+    Batch(u64, Box<ChangeBatch>),
+    /// Deletes the batches up to and including this log index (covered by a snapshot).
+    Compact(u64),
     /// Answered once everything queued before it is written.
-    Barrier(std::sync::mpsc::SyncSender<()>),
+    Barrier(SyncSender<()>),
 }
 
-struct Persist {
-    changes: Arc<Vec<Arc<Change>>>,
-    applied: (Option<LogId>, StoredMembership),
-    revision: u64,
-    counters: Counters,
-    /// Persisted history below this revision is deleted.
-    trim: std::ops::Range<u64>,
-}
-
-/// Persists applied batches on its own thread, in order, one atomic sled batch each.
+/// Persists applied batches on its own thread, in order.
 #[derive(Clone)]
 struct Writer {
-    tx: std::sync::mpsc::SyncSender<WriteOp>,
+    tx: SyncSender<WriteOp>,
     /// Set when a write failed: the next apply reports it, which stops Raft.
-    failed: Arc<std::sync::Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl Writer {
     fn start(tree: sled::Tree) -> Self {
         // Bounded: a disk that falls behind slows apply down instead of queueing forever.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<WriteOp>(64);
-        let failed = Arc::new(std::sync::Mutex::new(None));
+        let (tx, rx) = sync_channel::<WriteOp>(64);
+        let failed = Arc::new(Mutex::new(None));
         let flag = failed.clone();
         std::thread::Builder::new()
             .name("sm-writer".into())
             .spawn(move || {
                 for op in rx {
-                    match op {
-                        WriteOp::Barrier(done) => {
-                            let _ = done.send(());
-                        }
-                        WriteOp::Apply(p) => {
-                            if let Err(e) = persist(&tree, &p) {
-                                tracing::error!(error = %e, "persisting the state machine failed");
-                                *flag.lock().expect("writer flag") = Some(e.to_string());
-                            }
-                        }
+                    if let Err(e) = write_op(&tree, op) {
+                        tracing::error!(error = %e, "persisting the state machine failed");
+                        *flag.lock().expect("writer flag") = Some(e.to_string());
                     }
                 }
             })
@@ -137,73 +142,34 @@ impl Writer {
 
     /// Waits until every batch queued so far is written.
     fn drain(&self) -> Result<(), StorageError<NodeId>> {
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        let (done, wait) = sync_channel(1);
         self.send(WriteOp::Barrier(done))?;
         wait.recv()
             .map_err(|_| write_err(std::io::Error::other("the state machine writer stopped")))
     }
 }
 
-fn persist(tree: &sled::Tree, p: &Persist) -> Result<(), Box<dyn std::error::Error>> {
-    let mut batch = sled::Batch::default();
-    for c in p.changes.iter() {
-        match &c.value {
-            Some(v) => batch.insert(
-                data_key(&c.key),
-                encode_value(&Value {
-                    data: v.clone(),
-                    mod_revision: c.revision,
-                }),
-            ),
-            None => batch.remove(data_key(&c.key)),
+fn write_op(tree: &sled::Tree, op: WriteOp) -> Result<(), Box<dyn std::error::Error>> {
+    match op {
+        WriteOp::Batch(index, batch) => {
+            tree.insert(batch_key(index), encode(&*batch)?)?;
         }
-        batch.insert(history_key(c.revision), encode(c.as_ref())?);
+        WriteOp::Compact(upto) => {
+            let mut batch = sled::Batch::default();
+            for kv in tree.range(batch_key(0)..=batch_key(upto)) {
+                batch.remove(kv?.0);
+            }
+            tree.apply_batch(batch)?;
+        }
+        WriteOp::Barrier(done) => {
+            let _ = done.send(());
+        }
     }
-    for rev in p.trim.clone() {
-        batch.remove(history_key(rev));
-    }
-    batch.insert(STATE, encode(&(p.revision, &p.counters))?);
-    batch.insert(APPLIED, encode(&p.applied)?);
-    tree.apply_batch(batch)?;
     Ok(())
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
-    image: StateImage,
-}
-
-fn data_key(key: &str) -> Vec<u8> {
-    let mut k = b"d/".to_vec();
-    k.extend_from_slice(key.as_bytes());
-    k
-}
-
-fn history_key(revision: u64) -> Vec<u8> {
-    let mut k = b"h/".to_vec();
-    k.extend_from_slice(&revision.to_be_bytes());
-    k
-}
-
-fn encode_value(v: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + v.data.len());
-    out.extend_from_slice(&v.mod_revision.to_be_bytes());
-    out.extend_from_slice(&v.data);
-    out
-}
-
-fn decode_value(b: &[u8]) -> Option<Value> {
-    let (rev, data) = b.split_at_checked(8)?;
-    Some(Value {
-        mod_revision: u64::from_be_bytes(rev.try_into().ok()?),
-        data: Bytes::copy_from_slice(data),
-    })
-}
-
 impl StateMachineStore {
-    /// Opens the persisted state machine, finishing an interrupted snapshot install.
+    /// Opens the persisted state machine: the latest snapshot plus the batches after it.
     pub fn open(db: &sled::Db, history_limit: usize) -> Result<Self, StorageError<NodeId>> {
         let tree = db.open_tree("sm").map_err(read_err)?;
         let snapshots = db.open_tree("sm_snapshot").map_err(read_err)?;
@@ -222,15 +188,8 @@ impl StateMachineStore {
             snapshots,
             history_limit,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
-            history_floor: Arc::new(AtomicU64::new(0)),
         };
-        if store.tree.contains_key(INSTALLING).map_err(read_err)? {
-            if let Some((meta, data)) = store.read_snapshot()? {
-                store.install(&meta, &data)?;
-            }
-        } else {
-            store.load()?;
-        }
+        store.load()?;
         Ok(store)
     }
 
@@ -239,46 +198,34 @@ impl StateMachineStore {
     }
 
     fn load(&self) -> Result<(), StorageError<NodeId>> {
-        let mut entries = Vec::new();
-        for kv in self.tree.scan_prefix(b"d/") {
-            let (k, v) = kv.map_err(read_err)?;
-            let key = String::from_utf8_lossy(&k[2..]).into_owned();
-            if let Some(v) = decode_value(&v) {
-                entries.push((key, v));
+        let (mut state, mut applied) = match self.read_snapshot()? {
+            Some((meta, data)) => {
+                let file: SnapshotFile = decode(&data).map_err(read_err)?;
+                (
+                    State::from_image(file.image, self.history_limit),
+                    (meta.last_log_id, meta.last_membership),
+                )
             }
-        }
-        let (revision, counters): (u64, Counters) = match self.tree.get(STATE).map_err(read_err)? {
-            Some(b) => decode(&b).map_err(read_err)?,
-            None => (0, State::new(1).counters().clone()),
+            None => (
+                State::new(self.history_limit),
+                (None, StoredMembership::default()),
+            ),
         };
-        let mut history = Vec::new();
-        for kv in self.tree.scan_prefix(b"h/") {
+        let from = applied.0.map_or(0, |l| l.index + 1);
+        let mut batches = Vec::new();
+        for kv in self.tree.range(batch_key(from)..) {
             let (_, v) = kv.map_err(read_err)?;
-            history.push(decode::<Change>(&v).map_err(read_err)?);
+            let b: ChangeBatch = decode(&v).map_err(read_err)?;
+            applied = b.applied;
+            batches.push((b.changes, b.counters));
         }
-        let mut state = State::from_image(
-            StateImage {
-                revision,
-                counters,
-                entries,
-            },
-            self.history_limit,
-        );
-        if let Some(first) = history.first() {
-            self.history_floor.store(first.revision, Ordering::Relaxed);
-        }
-        state.restore_history(history);
-        let applied: (Option<LogId>, StoredMembership) =
-            match self.tree.get(APPLIED).map_err(read_err)? {
-                Some(b) => decode(&b).map_err(read_err)?,
-                None => (None, StoredMembership::default()),
-            };
+        state.replay(&batches);
         self.set_applied(applied);
         *self.shared.state.write().expect("state lock") = state;
         Ok(())
     }
 
-    fn set_applied(&self, applied: (Option<LogId>, StoredMembership)) {
+    fn set_applied(&self, applied: Applied) {
         self.shared
             .last_applied_index
             .store(applied.0.map_or(0, |l| l.index), Ordering::Relaxed);
@@ -297,33 +244,14 @@ impl StateMachineStore {
         let file: SnapshotFile = decode(data).map_err(read_err)?;
         // Batches still queued belong to the state being replaced; let them land first.
         self.writer.drain()?;
-        self.tree.insert(INSTALLING, &[]).map_err(write_err)?;
+        // Saving the snapshot first is what makes this crash-safe: applied entries are
+        // committed and older than the snapshot, so every batch left behind is ignored on
+        // load until the clear below removes it.
         self.snapshots
             .insert(CURRENT_SNAPSHOT, encode(&(meta, data)).map_err(write_err)?)
             .map_err(write_err)?;
-        let mut clear = sled::Batch::default();
-        for kv in self.tree.iter() {
-            let (k, _) = kv.map_err(read_err)?;
-            if k.as_ref() != INSTALLING {
-                clear.remove(k);
-            }
-        }
-        self.tree.apply_batch(clear).map_err(write_err)?;
-        let mut batch = sled::Batch::default();
-        for (k, v) in &file.image.entries {
-            batch.insert(data_key(k), encode_value(v));
-        }
-        batch.insert(
-            STATE,
-            encode(&(file.image.revision, &file.image.counters)).map_err(write_err)?,
-        );
-        let applied = (meta.last_log_id, meta.last_membership.clone());
-        batch.insert(APPLIED, encode(&applied).map_err(write_err)?);
-        batch.remove(INSTALLING);
-        self.tree.apply_batch(batch).map_err(write_err)?;
-        self.set_applied(applied);
-        self.history_floor
-            .store(file.image.revision + 1, Ordering::Relaxed);
+        self.tree.clear().map_err(write_err)?;
+        self.set_applied((meta.last_log_id, meta.last_membership.clone()));
         *self.shared.state.write().expect("state lock") =
             State::from_image(file.image, self.history_limit);
         let _ = self.shared.signals.send(Signal::Reset);
@@ -364,6 +292,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             )
             .map_err(write_err)?;
         self.snapshots.flush_async().await.map_err(write_err)?;
+        if let Some(l) = last_applied {
+            self.writer.send(WriteOp::Compact(l.index))?;
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -374,9 +305,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
+    async fn applied_state(&mut self) -> Result<Applied, StorageError<NodeId>> {
         Ok(self.shared.applied.read().expect("applied lock").clone())
     }
 
@@ -388,7 +317,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut responses = Vec::new();
         let mut changes = Vec::new();
         let mut applied = self.shared.applied.read().expect("applied lock").clone();
-        let (revision, counters, compact_revision) = {
+        let counters = {
             let mut state = self.shared.state.write().expect("state lock");
             for entry in entries {
                 applied.0 = Some(entry.log_id);
@@ -405,26 +334,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             }
-            (
-                state.revision(),
-                state.counters().clone(),
-                state.compact_revision(),
-            )
+            state.counters().clone()
         };
-
-        let floor = self.history_floor.swap(compact_revision, Ordering::Relaxed);
-        let changes = Arc::new(changes);
-        self.writer.send(WriteOp::Apply(Box::new(Persist {
-            changes: changes.clone(),
-            applied: applied.clone(),
-            revision,
-            counters,
-            trim: floor.min(compact_revision)..compact_revision,
-        })))?;
+        let Some(last) = applied.0 else {
+            return Ok(responses);
+        };
+        self.writer.send(WriteOp::Batch(
+            last.index,
+            Box::new(ChangeBatch {
+                applied: applied.clone(),
+                counters,
+                changes: changes.iter().map(|c| c.as_ref().clone()).collect(),
+            }),
+        ))?;
         self.set_applied(applied);
-
         if !changes.is_empty() {
-            let _ = self.shared.signals.send(Signal::Changes(changes));
+            let _ = self.shared.signals.send(Signal::Changes(Arc::new(changes)));
         }
         Ok(responses)
     }

@@ -130,7 +130,10 @@ impl State {
     }
 
     /// Restores history persisted beside the key space (oldest first).
-    pub fn restore_history(&mut self, changes: Vec<Change>) {
+    fn restore_history(&mut self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
         for c in changes {
             if c.revision > self.revision {
                 continue;
@@ -149,6 +152,33 @@ impl State {
 
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// Recovery: replays persisted change batches applied after the image, restoring the
+    /// keys, revision, counters and watch history they describe.
+    pub fn replay(&mut self, batches: &[(Vec<Change>, Counters)]) {
+        let mut history = Vec::new();
+        for (changes, counters) in batches {
+            for c in changes {
+                if let Some(old) = self.kv.remove(&c.key) {
+                    self.unindex(&c.key, &old.data);
+                }
+                if let Some(data) = &c.value {
+                    self.index(&c.key, data);
+                    self.kv.insert(
+                        c.key.clone(),
+                        Value {
+                            data: data.clone(),
+                            mod_revision: c.revision,
+                        },
+                    );
+                }
+                self.revision = self.revision.max(c.revision);
+                history.push(c.clone());
+            }
+            self.counters = counters.clone();
+        }
+        self.restore_history(history);
     }
 
     pub fn counters(&self) -> &Counters {
