@@ -1,0 +1,64 @@
+//! The admin HTTP port: `/healthz` (the process is up), `/readyz` (listening and topic
+//! bindings loaded) and `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::mqtt::Context;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub ctx: Arc<Context>,
+    pub ready: Arc<AtomicBool>,
+}
+
+async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
+    if s.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> String {
+    let st = &s.ctx.stats;
+    let g = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+    format!(
+        "# TYPE robustmq_mqtt_connections gauge\nrobustmq_mqtt_connections {}\n\
+         # TYPE robustmq_mqtt_connects_total counter\nrobustmq_mqtt_connects_total {}\n\
+         # TYPE robustmq_mqtt_messages_in_total counter\nrobustmq_mqtt_messages_in_total {}\n\
+         # TYPE robustmq_mqtt_messages_out_total counter\nrobustmq_mqtt_messages_out_total {}\n\
+         # TYPE robustmq_mqtt_messages_dropped_total counter\nrobustmq_mqtt_messages_dropped_total {}\n\
+         # TYPE robustmq_mqtt_malformed_packets_total counter\nrobustmq_mqtt_malformed_packets_total {}\n",
+        g(&st.connections),
+        g(&st.connects_total),
+        g(&st.messages_in),
+        g(&st.messages_out),
+        g(&st.messages_dropped) + s.ctx.dispatcher.dropped(),
+        g(&st.malformed_packets),
+    )
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+pub async fn serve(listener: TcpListener, state: AdminState, cancel: CancellationToken) {
+    let r = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "admin server stopped");
+    }
+}

@@ -1,0 +1,75 @@
+//! `robustmq-broker`: one stateless MQTT broker. Reads topics, sessions, retained
+//! messages, users and ACLs from meta (`--meta`) and stores messages on the journal tier
+//! over gRPC. Once listening it prints
+//! `robustmq-broker listening mqtt=ADDR admin=ADDR` so scripts passing port 0 learn the
+//! real ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use broker::config::{BrokerArgs, BrokerConfig};
+use broker::meta::MetaClient;
+use broker::storage::grpc::GrpcStorage;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let args = BrokerArgs::parse();
+    if args.print_default_config {
+        print!("{}", BrokerConfig::default_yaml());
+        return Ok(());
+    }
+    let cfg = BrokerConfig::load(&args)?;
+    init_tracing();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?
+        .block_on(run(cfg))
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn run(cfg: BrokerConfig) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let meta_addr = cfg.meta.split(',').next().unwrap_or_default().trim();
+    let storage = Arc::new(GrpcStorage::new(MetaClient::new(meta_addr)?));
+    let b = broker::server::start(&cfg, storage, cancel.clone())
+        .await
+        .context("starting the broker")?;
+    println!(
+        "robustmq-broker listening mqtt={} admin={}",
+        b.mqtt_addr, b.admin_addr
+    );
+    tracing::info!(node_id = cfg.node_id, mqtt = %b.mqtt_addr, admin = %b.admin_addr, "broker up");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    cancel.cancel();
+    b.wait(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

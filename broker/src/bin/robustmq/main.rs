@@ -1,0 +1,126 @@
+//! `robustmq`: the all-in-one binary.
+//!
+//! - `robustmq standalone [--data-dir ./data]`: meta, journal and broker in one process
+//!   on the default ports; prints the addresses it listens on.
+//! - `robustmq ctl [--meta ADDR] ...`: manage topics, policies, users and ACLs through
+//!   the meta API (text or `--output json`).
+
+mod ctl;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use broker::standalone::{Standalone, StandaloneConfig};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "robustmq", about = "RobustMQ all-in-one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run meta, journal and broker in this process.
+    Standalone(StandaloneArgs),
+    /// Manage the cluster through the meta API.
+    Ctl(ctl::CtlArgs),
+}
+
+#[derive(Parser)]
+struct StandaloneArgs {
+    #[arg(long, default_value = "./data", env = "ROBUSTMQ_DATA_DIR")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "0.0.0.0:1883", env = "ROBUSTMQ_MQTT_ADDR")]
+    mqtt_addr: String,
+    #[arg(long, default_value = "0.0.0.0:8080", env = "ROBUSTMQ_ADMIN_ADDR")]
+    admin_addr: String,
+    #[arg(long, default_value = "127.0.0.1:1228", env = "ROBUSTMQ_META_ADDR")]
+    meta_addr: String,
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8081",
+        env = "ROBUSTMQ_META_ADMIN_ADDR"
+    )]
+    meta_admin_addr: String,
+    #[arg(long, default_value = "127.0.0.1:1778", env = "ROBUSTMQ_JOURNAL_ADDR")]
+    journal_addr: String,
+    /// Refuse clients without a username and password.
+    #[arg(long)]
+    no_anonymous: bool,
+    /// Largest MQTT packet accepted, bytes.
+    #[arg(long, env = "ROBUSTMQ_MAX_PACKET_SIZE")]
+    max_packet_size: Option<u32>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Ctl(args) => ctl::run(args),
+        Command::Standalone(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("building the tokio runtime")?
+                .block_on(standalone(args))
+        }
+    }
+}
+
+async fn standalone(a: StandaloneArgs) -> anyhow::Result<()> {
+    let mut cfg = StandaloneConfig {
+        data_dir: a.data_dir,
+        meta_addr: a.meta_addr,
+        meta_admin_addr: a.meta_admin_addr,
+        journal_addr: a.journal_addr,
+        ..Default::default()
+    };
+    cfg.broker.mqtt_addr = a.mqtt_addr;
+    cfg.broker.admin_addr = a.admin_addr;
+    cfg.broker.allow_anonymous = !a.no_anonymous;
+    if let Some(m) = a.max_packet_size {
+        cfg.broker.limits.max_packet_size = m;
+    }
+    cfg.broker.validate()?;
+    let cancel = CancellationToken::new();
+    let s = Standalone::start(cfg, cancel.clone())
+        .await
+        .context("starting standalone mode")?;
+    println!(
+        "robustmq standalone listening mqtt={} admin={} meta={} journal={}",
+        s.broker.mqtt_addr, s.broker.admin_addr, s.meta_addr, s.journal_addr
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(20), s.shutdown())
+        .await
+        .context("shutdown took longer than 20 s")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,243 @@
+//! The broker's configuration: one YAML file (`--config`), every key overridable by a flag
+//! or a `ROBUSTMQ_BROKER_*` environment variable. Validated at start-up; the error names
+//! the bad key.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BrokerError, Result};
+
+/// Limits enforced on MQTT clients, each with its protocol reason code.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttLimits {
+    /// Live connections per broker; more get CONNACK 0x97 (quota exceeded) / 3 (v3).
+    pub max_connections: usize,
+    /// Largest packet accepted; larger ones close the connection with 0x95.
+    pub max_packet_size: u32,
+    /// Outgoing QoS 1/2 messages awaiting acknowledgement per session.
+    pub max_inflight: u16,
+    /// Incoming QoS 2 packets awaiting PUBREL (sent as Receive Maximum).
+    pub receive_maximum: u16,
+    /// Subscriptions per session; more get 0x97.
+    pub max_subscriptions: usize,
+    /// Levels in a topic name or filter; more get 0x90 / 0x8F.
+    pub max_topic_levels: usize,
+    /// Topic aliases a client may set (Topic Alias Maximum in CONNACK).
+    pub topic_alias_maximum: u16,
+    /// Largest keep alive accepted, seconds; a larger request is lowered (Server Keep Alive).
+    pub max_keep_alive: u16,
+    /// Largest session expiry granted, seconds.
+    pub max_session_expiry: u32,
+    /// Messages queued for one connection before QoS 0 messages are dropped.
+    pub max_queued: usize,
+}
+
+impl Default for MqttLimits {
+    fn default() -> Self {
+        MqttLimits {
+            max_connections: 100_000,
+            max_packet_size: 1024 * 1024,
+            max_inflight: 64,
+            receive_maximum: 64,
+            max_subscriptions: 256,
+            max_topic_levels: 32,
+            topic_alias_maximum: 64,
+            max_keep_alive: 3600,
+            max_session_expiry: 7 * 24 * 3600,
+            max_queued: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's node id in meta.
+    pub node_id: u64,
+    /// Meta-service gRPC address(es), comma-separated; the first is used.
+    pub meta: String,
+    pub mqtt_addr: String,
+    /// Empty: not served (TLS and WebSocket listeners come in a later step).
+    pub mqtt_tls_addr: String,
+    pub mqtt_ws_addr: String,
+    pub mqtt_wss_addr: String,
+    pub admin_addr: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Accept clients without a username.
+    pub allow_anonymous: bool,
+    pub lease_ttl_ms: u32,
+    /// How often topic bindings are re-read from meta.
+    pub topic_refresh_ms: u64,
+    pub limits: MqttLimits,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            meta: "127.0.0.1:1228".into(),
+            mqtt_addr: "0.0.0.0:1883".into(),
+            mqtt_tls_addr: String::new(),
+            mqtt_ws_addr: String::new(),
+            mqtt_wss_addr: String::new(),
+            admin_addr: "0.0.0.0:8080".into(),
+            tls_cert: None,
+            tls_key: None,
+            allow_anonymous: true,
+            lease_ttl_ms: 10_000,
+            topic_refresh_ms: 1000,
+            limits: MqttLimits::default(),
+        }
+    }
+}
+
+/// Flags of `robustmq-broker`; each also reads `ROBUSTMQ_BROKER_<NAME>`.
+#[derive(Debug, Parser, Default)]
+#[command(name = "robustmq-broker", about = "RobustMQ stateless MQTT broker")]
+pub struct BrokerArgs {
+    /// YAML configuration file.
+    #[arg(long, env = "ROBUSTMQ_BROKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "ROBUSTMQ_BROKER_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Meta-service gRPC address.
+    #[arg(long, env = "ROBUSTMQ_BROKER_META")]
+    pub meta: Option<String>,
+    #[arg(long, env = "ROBUSTMQ_BROKER_MQTT_ADDR")]
+    pub mqtt_addr: Option<String>,
+    #[arg(long, env = "ROBUSTMQ_BROKER_MQTT_TLS_ADDR")]
+    pub mqtt_tls_addr: Option<String>,
+    #[arg(long, env = "ROBUSTMQ_BROKER_MQTT_WS_ADDR")]
+    pub mqtt_ws_addr: Option<String>,
+    #[arg(long, env = "ROBUSTMQ_BROKER_MQTT_WSS_ADDR")]
+    pub mqtt_wss_addr: Option<String>,
+    #[arg(long, env = "ROBUSTMQ_BROKER_ADMIN_ADDR")]
+    pub admin_addr: Option<String>,
+    #[arg(long, env = "ROBUSTMQ_BROKER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "ROBUSTMQ_BROKER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// true|false: accept clients without credentials.
+    #[arg(long, env = "ROBUSTMQ_BROKER_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: Option<bool>,
+    #[arg(long, env = "ROBUSTMQ_BROKER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    #[arg(long, env = "ROBUSTMQ_BROKER_MAX_PACKET_SIZE")]
+    pub max_packet_size: Option<u32>,
+    /// Print the default configuration as YAML and exit.
+    #[arg(long)]
+    pub print_default_config: bool,
+}
+
+impl BrokerConfig {
+    /// File (if any), then flags and env on top, then validation.
+    pub fn load(args: &BrokerArgs) -> Result<Self> {
+        let mut cfg = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| BrokerError::Config(format!("reading {}: {e}", path.display())))?;
+                serde_yaml::from_str(&text)
+                    .map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => BrokerConfig::default(),
+        };
+        cfg.apply(args);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply(&mut self, a: &BrokerArgs) {
+        fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
+            if let Some(v) = src {
+                *dst = v.clone();
+            }
+        }
+        set(&mut self.node_id, &a.node_id);
+        set(&mut self.meta, &a.meta);
+        set(&mut self.mqtt_addr, &a.mqtt_addr);
+        set(&mut self.mqtt_tls_addr, &a.mqtt_tls_addr);
+        set(&mut self.mqtt_ws_addr, &a.mqtt_ws_addr);
+        set(&mut self.mqtt_wss_addr, &a.mqtt_wss_addr);
+        set(&mut self.admin_addr, &a.admin_addr);
+        set(&mut self.allow_anonymous, &a.allow_anonymous);
+        set(&mut self.limits.max_connections, &a.max_connections);
+        set(&mut self.limits.max_packet_size, &a.max_packet_size);
+        if a.tls_cert.is_some() {
+            self.tls_cert = a.tls_cert.clone();
+        }
+        if a.tls_key.is_some() {
+            self.tls_key = a.tls_key.clone();
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |k: &str, why: &str| Err(BrokerError::Config(format!("{k}: {why}")));
+        if self.node_id == 0 {
+            return bad("node_id", "must be > 0");
+        }
+        if self.mqtt_addr.parse::<std::net::SocketAddr>().is_err() {
+            return bad("mqtt_addr", "not a host:port socket address");
+        }
+        if self.admin_addr.parse::<std::net::SocketAddr>().is_err() {
+            return bad("admin_addr", "not a host:port socket address");
+        }
+        for (k, v) in [
+            ("mqtt_tls_addr", &self.mqtt_tls_addr),
+            ("mqtt_ws_addr", &self.mqtt_ws_addr),
+            ("mqtt_wss_addr", &self.mqtt_wss_addr),
+        ] {
+            if !v.is_empty() {
+                return bad(k, "not served yet by this build (TCP only); leave it empty");
+            }
+        }
+        let l = &self.limits;
+        if l.max_packet_size < 64 {
+            return bad("limits.max_packet_size", "must be >= 64");
+        }
+        if l.max_inflight == 0 || l.receive_maximum == 0 {
+            return bad("limits.max_inflight / receive_maximum", "must be > 0");
+        }
+        if l.max_connections == 0 || l.max_subscriptions == 0 || l.max_topic_levels == 0 {
+            return bad(
+                "limits",
+                "max_connections, max_subscriptions and max_topic_levels must be > 0",
+            );
+        }
+        Ok(())
+    }
+
+    pub fn default_yaml() -> String {
+        serde_yaml::to_string(&BrokerConfig::default()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_bad_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.yaml");
+        std::fs::write(&path, "node_id: 7\nlimits:\n  max_inflight: 5\n").unwrap();
+        let args = BrokerArgs {
+            config: Some(path.clone()),
+            mqtt_addr: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let cfg = BrokerConfig::load(&args).unwrap();
+        assert_eq!((cfg.node_id, cfg.limits.max_inflight), (7, 5));
+        assert_eq!(cfg.mqtt_addr, "127.0.0.1:0");
+
+        std::fs::write(&path, "node_id: 0\n").unwrap();
+        let err = BrokerConfig::load(&args).unwrap_err().to_string();
+        assert!(err.contains("node_id"), "{err}");
+        std::fs::write(&path, "nodeid: 3\n").unwrap();
+        let err = BrokerConfig::load(&args).unwrap_err().to_string();
+        assert!(err.contains("nodeid"), "{err}");
+    }
+}

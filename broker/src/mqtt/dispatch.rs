@@ -1,0 +1,323 @@
+//! [`Dispatcher`]: storage as the bus. One tailer per shard of every topic that binds an
+//! MQTT filter reads from the shard's tail and hands each record to the local sessions
+//! whose subscriptions match it.
+//!
+//! Invariant: under the table lock, a tailer dispatches a chunk of records *and* advances
+//! its position. A session attaching under the same lock therefore gets every record at
+//! or after the position it was shown live, and reads older ones itself (catch-up from
+//! its saved progress).
+//!
+//! Shared subscriptions (`$share/g/f`) pick one member per record among this broker's
+//! members of the group (by offset, so consecutive records rotate). Balancing a group
+//! across brokers (splitting shards like a consumer group) is not done yet.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mqtt_codec::{QoS, topic};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::state::{ShardKey, Sub};
+use crate::meta::TopicRoutes;
+use crate::storage::StorageAdapter;
+use crate::storage::record::{MqttRecord, decode_batches};
+
+const READ_BYTES: usize = 1 << 20;
+const READ_WAIT: Duration = Duration::from_millis(500);
+
+/// A record handed to a session, with the strongest matching subscription's options.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub key: ShardKey,
+    pub offset: u64,
+    pub record: Arc<MqttRecord>,
+    pub qos: QoS,
+    pub retain_as_published: bool,
+    pub sub_ids: Vec<u32>,
+}
+
+struct Entry {
+    client_id: String,
+    tx: mpsc::Sender<Delivery>,
+    subs: Vec<Sub>,
+}
+
+#[derive(Default)]
+struct Table {
+    sessions: HashMap<u64, Entry>,
+    /// Next offset each tailer dispatches.
+    positions: HashMap<ShardKey, u64>,
+}
+
+pub struct Dispatcher {
+    table: Mutex<Table>,
+    storage: Arc<dyn StorageAdapter>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+/// The strongest match of `subs` (non-shared) for `record`, as a delivery.
+pub fn match_plain(
+    subs: &[Sub],
+    client_id: &str,
+    key: &ShardKey,
+    offset: u64,
+    record: &Arc<MqttRecord>,
+) -> Option<Delivery> {
+    let mut best: Option<Delivery> = None;
+    for s in subs.iter().filter(|s| s.share_group.is_none()) {
+        if !topic::matches(&s.filter, &record.topic) {
+            continue;
+        }
+        if s.no_local && record.from_client == client_id {
+            continue;
+        }
+        let qos = s.qos.min(QoS::from_u8(record.qos).unwrap_or_default());
+        let d = best.get_or_insert_with(|| Delivery {
+            key: key.clone(),
+            offset,
+            record: record.clone(),
+            qos,
+            retain_as_published: false,
+            sub_ids: vec![],
+        });
+        d.qos = d.qos.max(qos);
+        d.retain_as_published |= s.retain_as_published;
+        if let Some(id) = s.id {
+            d.sub_ids.push(id);
+        }
+    }
+    best
+}
+
+impl Dispatcher {
+    pub fn new(storage: Arc<dyn StorageAdapter>) -> Self {
+        Dispatcher {
+            table: Mutex::new(Table::default()),
+            storage,
+            dropped: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Registers a connection's subscriptions; returns the live positions it starts from.
+    pub fn attach(
+        &self,
+        conn: u64,
+        client_id: &str,
+        tx: mpsc::Sender<Delivery>,
+        subs: Vec<Sub>,
+    ) -> HashMap<ShardKey, u64> {
+        let mut t = self.lock();
+        t.sessions.insert(
+            conn,
+            Entry {
+                client_id: client_id.to_string(),
+                tx,
+                subs,
+            },
+        );
+        t.positions.clone()
+    }
+
+    pub fn set_subs(&self, conn: u64, subs: Vec<Sub>) {
+        if let Some(e) = self.lock().sessions.get_mut(&conn) {
+            e.subs = subs;
+        }
+    }
+
+    /// Removes a connection; returns the positions at which it stopped receiving.
+    pub fn detach(&self, conn: u64) -> HashMap<ShardKey, u64> {
+        let mut t = self.lock();
+        t.sessions.remove(&conn);
+        t.positions.clone()
+    }
+
+    /// Hands one chunk of records to matching sessions and advances the position.
+    fn dispatch(&self, key: &ShardKey, records: Vec<(u64, Arc<MqttRecord>)>, next: u64) {
+        let mut t = self.lock();
+        for (offset, record) in &records {
+            let mut shared: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
+            for (conn, e) in &t.sessions {
+                if let Some(d) = match_plain(&e.subs, &e.client_id, key, *offset, record) {
+                    self.send(&e.tx, d);
+                }
+                for s in e.subs.iter() {
+                    if let Some(g) = &s.share_group
+                        && topic::matches(&s.filter, &record.topic)
+                    {
+                        shared.entry((g, &s.filter)).or_default().push((*conn, s));
+                    }
+                }
+            }
+            for (_, mut members) in shared {
+                members.sort_by_key(|(c, _)| *c);
+                let (conn, s) = members[(*offset % members.len() as u64) as usize];
+                if let Some(e) = t.sessions.get(&conn) {
+                    self.send(
+                        &e.tx,
+                        Delivery {
+                            key: key.clone(),
+                            offset: *offset,
+                            record: record.clone(),
+                            qos: s.qos.min(QoS::from_u8(record.qos).unwrap_or_default()),
+                            retain_as_published: s.retain_as_published,
+                            sub_ids: s.id.into_iter().collect(),
+                        },
+                    );
+                }
+            }
+        }
+        t.positions.insert(key.clone(), next);
+    }
+
+    fn send(&self, tx: &mpsc::Sender<Delivery>, d: Delivery) {
+        // Never block the tailer on one slow session: its queue is bounded and what does
+        // not fit is dropped (a persistent session re-reads from its progress on resume).
+        if tx.try_send(d).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Starts tailers for every bound shard and returns once each has its starting
+    /// position (so sessions attaching afterwards can catch up to it); then follows
+    /// binding changes on a task until cancelled.
+    pub async fn start(
+        self: Arc<Self>,
+        routes: TopicRoutes,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut changes = routes.subscribe();
+        changes.borrow_and_update();
+        let mut tailers: HashMap<ShardKey, CancellationToken> = HashMap::new();
+        self.sync(&routes, &mut tailers, &cancel).await;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = changes.changed() => if r.is_err() { return },
+                }
+                self.sync(&routes, &mut tailers, &cancel).await;
+            }
+        })
+    }
+
+    async fn sync(
+        self: &Arc<Self>,
+        routes: &TopicRoutes,
+        tailers: &mut HashMap<ShardKey, CancellationToken>,
+        cancel: &CancellationToken,
+    ) {
+        let wanted: Vec<ShardKey> = routes
+            .all()
+            .into_iter()
+            .flat_map(|b| (0..b.shards).map(move |s| (b.topic.clone(), s)))
+            .collect();
+        tailers.retain(|k, tok| {
+            let keep = wanted.contains(k);
+            if !keep {
+                tok.cancel();
+                self.lock().positions.remove(k);
+            }
+            keep
+        });
+        for key in wanted {
+            if tailers.contains_key(&key) {
+                continue;
+            }
+            let start = self.start_offset(&key, cancel).await;
+            self.lock().positions.insert(key.clone(), start);
+            let tok = cancel.child_token();
+            tokio::spawn(self.clone().tail(key.clone(), start, tok.clone()));
+            tailers.insert(key, tok);
+        }
+    }
+
+    /// The high watermark: new subscriptions start from "now".
+    async fn start_offset(&self, key: &ShardKey, cancel: &CancellationToken) -> u64 {
+        for attempt in 0..50u32 {
+            match self.storage.offsets(&key.0, key.1).await {
+                Ok(o) => return o.high_watermark,
+                Err(e) => {
+                    tracing::warn!(topic = %key.0, shard = key.1, attempt, error = %e, "reading shard offsets");
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return 0,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        0
+    }
+
+    async fn tail(self: Arc<Self>, key: ShardKey, mut offset: u64, cancel: CancellationToken) {
+        let (topic, shard) = (key.0.clone(), key.1);
+        loop {
+            let read = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.storage.read(&topic, shard, offset, READ_BYTES, READ_WAIT) => r,
+            };
+            match read {
+                Ok(r) => {
+                    let records = match decode_batches(&r.records, offset) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::error!(%topic, shard, offset, error = %e, "undecodable records skipped");
+                            Vec::new()
+                        }
+                    };
+                    let next = r.next_offset;
+                    let records = records
+                        .into_iter()
+                        .map(|s| (s.offset, Arc::new(s.record)))
+                        .collect();
+                    self.dispatch(&key, records, next);
+                    offset = next;
+                }
+                Err(e) => {
+                    tracing::warn!(%topic, shard, offset, error = %e, "tailing shard");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads `[from, to)` of a shard for a resuming session.
+    pub async fn read_range(
+        &self,
+        key: &ShardKey,
+        from: u64,
+        to: u64,
+    ) -> crate::Result<Vec<(u64, Arc<MqttRecord>)>> {
+        let mut out = Vec::new();
+        let mut offset = from;
+        while offset < to {
+            let r = self
+                .storage
+                .read(&key.0, key.1, offset, READ_BYTES, Duration::from_millis(1))
+                .await?;
+            if r.records.is_empty() || r.next_offset <= offset {
+                break;
+            }
+            for s in decode_batches(&r.records, offset)? {
+                if s.offset < to {
+                    out.push((s.offset, Arc::new(s.record)));
+                }
+            }
+            offset = r.next_offset;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,159 @@
+//! [`Registry`]: the live connections of this broker by client id, so that a second
+//! connection with the same client id takes the session over (the first is told to end
+//! with 0x8E and its state is saved before the new one claims it), and the will messages
+//! waiting out their delay, so that a reconnect within the delay cancels them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+struct Live {
+    conn: u64,
+    kick: oneshot::Sender<()>,
+    done: oneshot::Receiver<()>,
+}
+
+/// The earlier connection of a client id: tell it to go, then wait until it has.
+pub struct Previous {
+    kick: oneshot::Sender<()>,
+    done: oneshot::Receiver<()>,
+}
+
+impl Previous {
+    pub async fn take_over(self, timeout: std::time::Duration) {
+        let _ = self.kick.send(());
+        let _ = tokio::time::timeout(timeout, self.done).await;
+    }
+}
+
+/// What a registered connection keeps: it is told to go through `kicked`, and dropping
+/// `done` tells its successor it has finished.
+pub struct Registration {
+    pub kicked: oneshot::Receiver<()>,
+    pub done: oneshot::Sender<()>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    live: Mutex<HashMap<String, Live>>,
+    wills: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    next_conn: AtomicU64,
+}
+
+impl Registry {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers `conn` as the live connection of `client_id`; returns the one it
+    /// replaces. Also cancels a will still waiting out its delay.
+    pub fn register(&self, client_id: &str, conn: u64) -> (Registration, Option<Previous>) {
+        if let Some(tok) = self
+            .wills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(client_id)
+        {
+            tok.1.cancel();
+        }
+        let (kick, kicked) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let prev = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(client_id.to_string(), Live { conn, kick, done });
+        (
+            Registration {
+                kicked,
+                done: done_tx,
+            },
+            prev.map(|l| Previous {
+                kick: l.kick,
+                done: l.done,
+            }),
+        )
+    }
+
+    /// Removes `conn` if it is still the live connection of `client_id`.
+    pub fn unregister(&self, client_id: &str, conn: u64) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.get(client_id).is_some_and(|l| l.conn == conn) {
+            live.remove(client_id);
+        }
+    }
+
+    pub fn is_live(&self, client_id: &str) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(client_id)
+    }
+
+    /// Records a delayed will; the returned token is cancelled if the client reconnects.
+    /// Pass the returned id to [`Registry::will_done`].
+    pub fn delay_will(&self, client_id: &str) -> (u64, CancellationToken) {
+        let tok = CancellationToken::new();
+        let id = self.next_conn_id();
+        if let Some(old) = self
+            .wills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(client_id.to_string(), (id, tok.clone()))
+        {
+            old.1.cancel();
+        }
+        (id, tok)
+    }
+
+    /// Forgets a delayed will once sent, unless a newer one replaced it meanwhile.
+    pub fn will_done(&self, client_id: &str, id: u64) {
+        let mut w = self.wills.lock().unwrap_or_else(|p| p.into_inner());
+        if w.get(client_id).is_some_and(|(i, _)| *i == id) {
+            w.remove(client_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn second_registration_kicks_the_first_and_waits_for_it() {
+        let r = Registry::default();
+        let (first, none) = r.register("c", 1);
+        assert!(none.is_none());
+        let (_second, prev) = r.register("c", 2);
+        let prev = prev.expect("the first connection is returned");
+        let waiter = tokio::spawn(prev.take_over(Duration::from_secs(5)));
+        first
+            .kicked
+            .await
+            .expect("the first connection is told to go");
+        drop(first.done);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("take over ends once the first connection is done")
+            .unwrap();
+        r.unregister("c", 1);
+        assert!(
+            r.is_live("c"),
+            "unregistering the old connection keeps the new one"
+        );
+        r.unregister("c", 2);
+        assert!(!r.is_live("c"));
+    }
+
+    #[test]
+    fn reconnect_cancels_a_delayed_will() {
+        let r = Registry::default();
+        let (_, tok) = r.delay_will("c");
+        let _ = r.register("c", 1);
+        assert!(tok.is_cancelled());
+    }
+}

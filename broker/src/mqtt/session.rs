@@ -1,0 +1,229 @@
+//! [`Session`]: one connected client. Owns the [`Connection`], the state that a
+//! persistent session carries between connections, and the event loop that joins the
+//! client's packets, deliveries from the dispatcher, keep alive, takeover and shutdown.
+//!
+//! When the loop ends, the session detaches from the dispatcher, works out per shard the
+//! first offset it has not finished (the smaller of the dispatcher's position and any
+//! message still inflight or queued), saves that to meta if the session outlives the
+//! connection, and publishes the will unless the client said goodbye with 0x00.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqtt_codec::{Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode};
+use robustmq_proto::meta::NameRequest;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::Instant;
+
+use super::connection::{Connection, ReadError};
+use super::dispatch::Delivery;
+use super::outbound::{OutMsg, Outbound};
+use super::registry::Registration;
+use super::state::{AwaitingRel, Persistent, ShardKey};
+use super::{Context, Stats, handlers, will};
+
+/// What handling a packet asks of the loop.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The client sent DISCONNECT; `will` is whether to publish the will anyway (0x04).
+    ClientDisconnect {
+        will: bool,
+    },
+    /// A protocol violation: tell the client (v5) and close.
+    Fail(ReasonCode),
+}
+
+pub struct Session {
+    pub ctx: Arc<Context>,
+    pub conn: Connection,
+    pub conn_id: u64,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub version: ProtocolVersion,
+    pub expiry_secs: u32,
+    pub keep_alive: Option<Duration>,
+    pub will: Option<LastWill>,
+    pub state: Persistent,
+    pub out: Outbound,
+    pub awaiting_rel: AwaitingRel,
+    pub aliases_in: HashMap<u16, String>,
+    /// The largest packet the client accepts (v5 Maximum Packet Size).
+    pub client_max_packet: u32,
+    /// Packets to write at the next flush.
+    pub outbox: Vec<Packet>,
+    pub registration: Option<Registration>,
+    pub rx: mpsc::Receiver<Delivery>,
+    pub _permit: OwnedSemaphorePermit,
+}
+
+/// How the loop ended.
+enum End {
+    Client { will: bool },
+    Server(Option<ReasonCode>),
+}
+
+impl Session {
+    /// Turns a dispatcher delivery into an outgoing message.
+    pub fn deliver(&mut self, d: Delivery) {
+        let retain = d.retain_as_published && d.record.retain;
+        self.out.enqueue(
+            OutMsg {
+                source: Some((d.key, d.offset)),
+                record: d.record,
+                qos: d.qos,
+                retain,
+                sub_ids: d.sub_ids,
+            },
+            &mut self.outbox,
+        );
+    }
+
+    /// Writes everything in the outbox. PUBLISHes larger than the client accepts are
+    /// dropped, as MQTT 5 requires.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        for p in std::mem::take(&mut self.outbox) {
+            if let Packet::Publish(_) = &p {
+                let len = p.encoded_len(self.version);
+                if len > self.client_max_packet as usize {
+                    Stats::inc(&self.ctx.stats.messages_dropped);
+                    tracing::debug!(client_id = %self.client_id, len, "publish larger than the client's maximum dropped");
+                    continue;
+                }
+                Stats::inc(&self.ctx.stats.messages_out);
+            }
+            self.conn.queue(&p);
+        }
+        self.conn.flush().await
+    }
+
+    /// Runs the session until the connection ends, then cleans up.
+    pub async fn run(mut self) {
+        let end = self.event_loop().await;
+        let (reason, send_will) = match end {
+            End::Client { will } => (None, will),
+            End::Server(r) => (r, true),
+        };
+        if let Some(code) = reason
+            && self.version.is_v5()
+        {
+            self.outbox.clear();
+            self.conn.queue(&Packet::Disconnect(Disconnect::new(code)));
+        }
+        self.conn.shutdown().await;
+        self.finish(send_will).await;
+    }
+
+    async fn event_loop(&mut self) -> End {
+        let Some(mut reg) = self.registration.take() else {
+            return End::Server(None);
+        };
+        let cancel = self.ctx.cancel.clone();
+        let mut deadline = self.keep_alive.map(|k| Instant::now() + k.mul_f32(1.5));
+        let end = loop {
+            if let Err(e) = self.flush().await {
+                tracing::debug!(client_id = %self.client_id, error = %e, "write failed");
+                break End::Server(None);
+            }
+            let keep_alive = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break End::Server(Some(ReasonCode::SERVER_SHUTTING_DOWN)),
+                _ = &mut reg.kicked => {
+                    tracing::info!(client_id = %self.client_id, "session taken over");
+                    break End::Server(Some(ReasonCode::SESSION_TAKEN_OVER));
+                }
+                _ = keep_alive => {
+                    tracing::info!(client_id = %self.client_id, "keep alive timed out");
+                    break End::Server(Some(ReasonCode::KEEP_ALIVE_TIMEOUT));
+                }
+                Some(d) = self.rx.recv() => {
+                    self.deliver(d);
+                    // Take whatever else is queued so one flush writes it all.
+                    while let Ok(d) = self.rx.try_recv() {
+                        self.deliver(d);
+                        if self.outbox.len() >= 256 { break; }
+                    }
+                }
+                r = self.conn.read_packet() => match r {
+                    Ok(p) => {
+                        if let Some(k) = self.keep_alive {
+                            deadline = Some(Instant::now() + k.mul_f32(1.5));
+                        }
+                        match handlers::handle(self, p).await {
+                            Flow::Continue => {}
+                            Flow::ClientDisconnect { will } => break End::Client { will },
+                            Flow::Fail(code) => {
+                                tracing::info!(client_id = %self.client_id, code = code.0, "closing on protocol error");
+                                break End::Server(Some(code));
+                            }
+                        }
+                    }
+                    Err(ReadError::Decode(e)) => {
+                        Stats::inc(&self.ctx.stats.malformed_packets);
+                        tracing::info!(client_id = %self.client_id, error = %e, "malformed packet; closing");
+                        break End::Server(Some(e.reason_code()));
+                    }
+                    Err(e) => {
+                        tracing::debug!(client_id = %self.client_id, error = %e, "connection ended");
+                        break End::Server(None);
+                    }
+                },
+            }
+        };
+        // Keep `done` alive until state is saved: the successor waits on it.
+        self.registration = Some(reg);
+        end
+    }
+
+    /// Saves or drops the session state, publishes the will, unregisters.
+    async fn finish(mut self, send_will: bool) {
+        let ctx = self.ctx.clone();
+        let positions = ctx.dispatcher.detach(self.conn_id);
+        let mut unfinished = self.out.unfinished();
+        while let Ok(d) = self.rx.try_recv() {
+            let e = unfinished.entry(d.key.clone()).or_insert(d.offset);
+            *e = (*e).min(d.offset);
+        }
+        let mut progress: HashMap<ShardKey, u64> = positions;
+        for (k, off) in unfinished {
+            let e = progress.entry(k).or_insert(off);
+            *e = (*e).min(off);
+        }
+        self.state.progress = progress;
+        self.state.inflight.out = self.out.saved();
+        self.state.inflight.awaiting_rel = self.awaiting_rel.iter().copied().collect();
+
+        let mut meta = ctx.meta.client();
+        if self.expiry_secs > 0 {
+            let s = self
+                .state
+                .to_meta(&self.client_id, self.expiry_secs, self.version.level());
+            if let Err(e) = meta.put_session(s).await {
+                tracing::warn!(client_id = %self.client_id, error = %e, "saving session");
+            }
+        } else if let Err(e) = meta
+            .delete_session(NameRequest {
+                name: self.client_id.clone(),
+            })
+            .await
+            && e.code() != tonic::Code::NotFound
+        {
+            tracing::warn!(client_id = %self.client_id, error = %e, "deleting session");
+        }
+        if send_will && let Some(w) = self.will.take() {
+            will::schedule(ctx.clone(), self.client_id.clone(), w, self.expiry_secs);
+        }
+        ctx.registry.unregister(&self.client_id, self.conn_id);
+        ctx.stats
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(client_id = %self.client_id, "session ended");
+        // Dropping the registration tells a waiting successor that we are done.
+    }
+}

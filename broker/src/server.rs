@@ -1,0 +1,142 @@
+//! Wires one broker: meta link (registration, topic bindings), dispatcher, MQTT listener
+//! and admin port, over whichever [`StorageAdapter`] the caller chose.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, Result};
+use crate::meta::{MetaClient, TopicRoutes, run_lease};
+use crate::mqtt::dispatch::Dispatcher;
+use crate::mqtt::{Context, Stats, listener, registry::Registry};
+use crate::storage::StorageAdapter;
+use crate::storage::appender::Appender;
+
+/// A started broker.
+pub struct RunningBroker {
+    pub mqtt_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub ctx: Arc<Context>,
+    tasks: TaskTracker,
+}
+
+impl RunningBroker {
+    /// Waits for every connection and task to finish after the token is cancelled.
+    pub async fn wait(self, grace: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("broker tasks did not stop within {grace:?}");
+        }
+    }
+}
+
+/// Binds the listeners, loads topic bindings from meta and starts serving.
+pub async fn start(
+    cfg: &BrokerConfig,
+    storage: Arc<dyn StorageAdapter>,
+    cancel: CancellationToken,
+) -> Result<RunningBroker> {
+    let meta_addr = cfg.meta.split(',').next().unwrap_or_default().trim();
+    let meta = MetaClient::new(meta_addr)?;
+    let routes = TopicRoutes::new();
+    // Meta may still be electing a leader: retry for a while before giving up.
+    let mut last = None;
+    for _ in 0..100 {
+        match routes.refresh(&meta).await {
+            Ok(_) => {
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(e) = last {
+        return Err(e);
+    }
+
+    let mqtt_listener = TcpListener::bind(&cfg.mqtt_addr).await?;
+    let admin_listener = TcpListener::bind(&cfg.admin_addr).await?;
+    let mqtt_addr = mqtt_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let dispatcher = Arc::new(Dispatcher::new(storage.clone()));
+    let tasks = TaskTracker::new();
+    tasks.spawn(routes.clone().run_refresh(
+        meta.clone(),
+        Duration::from_millis(cfg.topic_refresh_ms),
+        cancel.clone(),
+    ));
+    let follow = dispatcher
+        .clone()
+        .start(routes.clone(), cancel.clone())
+        .await;
+    tasks.spawn(async move {
+        let _ = follow.await;
+    });
+
+    let ctx = Arc::new(Context {
+        node_id: cfg.node_id,
+        limits: cfg.limits.clone(),
+        allow_anonymous: cfg.allow_anonymous,
+        meta: meta.clone(),
+        routes,
+        appender: Appender::new(storage.clone(), cancel.clone()),
+        storage,
+        dispatcher,
+        registry: Registry::default(),
+        connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+        stats: Stats::default(),
+        cancel: cancel.clone(),
+    });
+    tasks.spawn(run_lease(
+        meta,
+        cfg.node_id,
+        mqtt_addr.to_string(),
+        cfg.lease_ttl_ms,
+        cancel.clone(),
+    ));
+    tasks.spawn(listener::serve_tcp(
+        mqtt_listener,
+        ctx.clone(),
+        tasks.clone(),
+    ));
+    let ready = Arc::new(AtomicBool::new(true));
+    tasks.spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            ctx: ctx.clone(),
+            ready: ready.clone(),
+        },
+        cancel.clone(),
+    ));
+    let r = ready.clone();
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        c.cancelled().await;
+        r.store(false, Ordering::Release);
+    });
+    Ok(RunningBroker {
+        mqtt_addr,
+        admin_addr,
+        ctx,
+        tasks,
+    })
+}
+
+/// Parses a socket address, naming the key when it is wrong.
+pub fn parse_addr(key: &str, v: &str) -> Result<SocketAddr> {
+    v.parse()
+        .map_err(|e| BrokerError::Config(format!("{key}: {v:?}: {e}")))
+}

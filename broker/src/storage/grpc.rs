@@ -1,0 +1,229 @@
+//! [`GrpcStorage`]: the journal tier over gRPC. Each call goes to the shard's leader, found
+//! through meta (`ListShards` for leader and epoch, `ListNodes` for its address) and
+//! cached until a call fails, when the cache entry is dropped and the next call asks again.
+//!
+//! Reads open one `Read` stream per call and take its first response. That is one stream
+//! per poll; keeping a stream open per tailed shard is the obvious next step.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use robustmq_proto::journal::journal_service_client::JournalServiceClient;
+use robustmq_proto::journal::{AppendRequest, ReadRequest, ShardRef};
+use robustmq_proto::meta::{ListNodesRequest, ListShardsRequest, NodeRole};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Appended, Offsets, ReadResult, StorageAdapter};
+use crate::error::{BrokerError, Result};
+use crate::meta::MetaClient;
+
+#[derive(Clone)]
+struct Leader {
+    channel: Channel,
+    epoch: u64,
+}
+
+pub struct GrpcStorage {
+    meta: MetaClient,
+    leaders: Mutex<HashMap<(String, u32), Leader>>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl GrpcStorage {
+    pub fn new(meta: MetaClient) -> Self {
+        GrpcStorage {
+            meta,
+            leaders: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let uri = if addr.starts_with("http") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let c = Endpoint::from_shared(uri)
+            .map_err(|e| BrokerError::Config(format!("journal address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(3))
+            .connect_lazy();
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    async fn leader(&self, topic: &str, shard: u32) -> Result<Leader> {
+        let key = (topic.to_string(), shard);
+        if let Some(l) = self
+            .leaders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(l.clone());
+        }
+        let mut client = self.meta.client();
+        let shards = client
+            .list_shards(ListShardsRequest {
+                topic: topic.to_string(),
+                journal_node: 0,
+            })
+            .await
+            .map_err(|s| BrokerError::meta("ListShards", s))?
+            .into_inner()
+            .shards;
+        let placement = shards
+            .into_iter()
+            .find(|p| p.shard == shard)
+            .ok_or_else(|| BrokerError::storage(topic, shard, "meta has no such shard"))?;
+        if placement.leader == 0 {
+            return Err(BrokerError::storage(topic, shard, "shard has no leader"));
+        }
+        let nodes = client
+            .list_nodes(ListNodesRequest {
+                role: NodeRole::Journal as i32,
+            })
+            .await
+            .map_err(|s| BrokerError::meta("ListNodes", s))?
+            .into_inner()
+            .nodes;
+        let addr = nodes
+            .into_iter()
+            .filter_map(|n| n.node)
+            .find(|n| n.id == placement.leader)
+            .map(|n| n.addr)
+            .ok_or_else(|| {
+                BrokerError::storage(
+                    topic,
+                    shard,
+                    format!("leader node {} is not registered", placement.leader),
+                )
+            })?;
+        let leader = Leader {
+            channel: self.channel(&addr)?,
+            epoch: placement.epoch,
+        };
+        self.leaders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, leader.clone());
+        Ok(leader)
+    }
+
+    fn forget(&self, topic: &str, shard: u32) {
+        self.leaders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(topic.to_string(), shard));
+    }
+
+    fn shard_ref(topic: &str, shard: u32) -> Option<ShardRef> {
+        Some(ShardRef {
+            topic: topic.to_string(),
+            shard,
+        })
+    }
+}
+
+#[async_trait]
+impl StorageAdapter for GrpcStorage {
+    async fn append(&self, topic: &str, shard: u32, batches: Vec<Bytes>) -> Result<Appended> {
+        let leader = self.leader(topic, shard).await?;
+        let resp = JournalServiceClient::new(leader.channel)
+            .max_decoding_message_size(64 << 20)
+            .append(AppendRequest {
+                shard: Self::shard_ref(topic, shard),
+                leader_epoch: leader.epoch,
+                batches,
+            })
+            .await;
+        match resp {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(Appended {
+                    base_offset: r.base_offset.max(0) as u64,
+                    log_end: r.log_end_offset.max(0) as u64,
+                })
+            }
+            Err(s) => {
+                self.forget(topic, shard);
+                Err(BrokerError::storage(topic, shard, s.message()))
+            }
+        }
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        shard: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<ReadResult> {
+        let leader = self.leader(topic, shard).await?;
+        let req = ReadRequest {
+            shard: Self::shard_ref(topic, shard),
+            offset: offset as i64,
+            max_bytes: max_bytes.min(u32::MAX as usize) as u32,
+            max_wait_ms: max_wait.as_millis().clamp(1, u32::MAX as u128) as u32,
+            stop_at_tail: true,
+        };
+        let result = async {
+            let mut stream = JournalServiceClient::new(leader.channel)
+                .max_decoding_message_size(64 << 20)
+                .read(req)
+                .await?
+                .into_inner();
+            stream.message().await
+        }
+        .await;
+        match result {
+            Ok(Some(r)) => Ok(ReadResult {
+                records: r.records,
+                next_offset: r.next_offset.max(0) as u64,
+                high_watermark: r.high_watermark.max(0) as u64,
+                log_start: r.log_start_offset.max(0) as u64,
+            }),
+            Ok(None) => Ok(ReadResult {
+                records: Bytes::new(),
+                next_offset: offset,
+                high_watermark: offset,
+                log_start: 0,
+            }),
+            Err(s) => {
+                self.forget(topic, shard);
+                Err(BrokerError::storage(topic, shard, s.message()))
+            }
+        }
+    }
+
+    async fn offsets(&self, topic: &str, shard: u32) -> Result<Offsets> {
+        let leader = self.leader(topic, shard).await?;
+        match JournalServiceClient::new(leader.channel)
+            .get_shard_stats(ShardRef {
+                topic: topic.to_string(),
+                shard,
+            })
+            .await
+        {
+            Ok(s) => {
+                let s = s.into_inner();
+                Ok(Offsets {
+                    log_start: s.log_start_offset.max(0) as u64,
+                    high_watermark: s.high_watermark.max(0) as u64,
+                })
+            }
+            Err(s) => {
+                self.forget(topic, shard);
+                Err(BrokerError::storage(topic, shard, s.message()))
+            }
+        }
+    }
+}
