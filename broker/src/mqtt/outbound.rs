@@ -28,19 +28,19 @@ pub struct OutMsg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
+enum Awaiting {
     /// QoS 1 sent, waiting for PUBACK.
-    AwaitAck,
+    Ack,
     /// QoS 2 sent, waiting for PUBREC.
-    AwaitRec,
+    Rec,
     /// PUBREL sent, waiting for PUBCOMP.
-    AwaitComp,
+    Comp,
 }
 
 #[derive(Debug)]
 struct Inflight {
     msg: OutMsg,
-    stage: Stage,
+    stage: Awaiting,
 }
 
 /// What an acknowledgement from the client did.
@@ -99,7 +99,7 @@ impl Outbound {
                     pid,
                     Inflight {
                         msg,
-                        stage: Stage::AwaitComp,
+                        stage: Awaiting::Comp,
                     },
                 );
             } else if let Some(p) = to_publish(&msg, pid, true) {
@@ -159,32 +159,32 @@ impl Outbound {
     }
 
     pub fn on_puback(&mut self, pid: u16, out: &mut Vec<Packet>) -> AckResult {
-        self.finish(pid, Stage::AwaitAck, out)
+        self.finish(pid, Awaiting::Ack, out)
     }
 
     pub fn on_pubcomp(&mut self, pid: u16, out: &mut Vec<Packet>) -> AckResult {
-        self.finish(pid, Stage::AwaitComp, out)
+        self.finish(pid, Awaiting::Comp, out)
     }
 
     pub fn on_pubrec(&mut self, pid: u16, failed: bool, out: &mut Vec<Packet>) -> AckResult {
         match self.inflight.get_mut(&pid) {
-            Some(i) if i.stage == Stage::AwaitRec => {
+            Some(i) if i.stage == Awaiting::Rec => {
                 if failed {
                     // A PUBREC with an error code ends the exchange.
                     self.inflight.remove(&pid);
                     self.pump(out);
                     return AckResult::Done;
                 }
-                i.stage = Stage::AwaitComp;
+                i.stage = Awaiting::Comp;
                 AckResult::Release(pid)
             }
             // A repeated PUBREC: answer with PUBREL again.
-            Some(i) if i.stage == Stage::AwaitComp => AckResult::Release(pid),
+            Some(i) if i.stage == Awaiting::Comp => AckResult::Release(pid),
             _ => AckResult::UnknownId,
         }
     }
 
-    fn finish(&mut self, pid: u16, stage: Stage, out: &mut Vec<Packet>) -> AckResult {
+    fn finish(&mut self, pid: u16, stage: Awaiting, out: &mut Vec<Packet>) -> AckResult {
         match self.inflight.get(&pid) {
             Some(i) if i.stage == stage => {
                 self.inflight.remove(&pid);
@@ -227,7 +227,7 @@ impl Outbound {
                     shard,
                     offset,
                     packet_id: *pid,
-                    released: i.stage == Stage::AwaitComp,
+                    released: i.stage == Awaiting::Comp,
                 })
             })
             .collect();
@@ -247,11 +247,11 @@ impl Outbound {
     }
 }
 
-fn stage_for(qos: QoS) -> Stage {
+fn stage_for(qos: QoS) -> Awaiting {
     if qos == QoS::ExactlyOnce {
-        Stage::AwaitRec
+        Awaiting::Rec
     } else {
-        Stage::AwaitAck
+        Awaiting::Ack
     }
 }
 

@@ -296,7 +296,7 @@ mod tests {
             topic: format!("sensors/{i}"),
             payload: Bytes::from(vec![i as u8; i * 3]),
             qos: (i % 3) as u8,
-            retain: i % 2 == 0,
+            retain: i.is_multiple_of(2),
             from_client: "c1".into(),
             payload_format: Some(1),
             expires_at_ms: Some(1_700_000_000_000 + i as u64),
