@@ -294,17 +294,21 @@ async fn journal_nodes_follow_meta_placements_and_fence_by_epoch() {
     })
     .await
     .expect("delete topic");
-    eventually(
-        "shards deleted after the topic",
-        Duration::from_secs(20),
-        || async { meta_shards(&j1).await.is_empty().then_some(()) },
-    )
-    .await;
-    assert!(
-        std::fs::read_dir(&j1_dir)
-            .expect("data dir")
-            .filter_map(|e| e.ok())
-            .all(|e| !e.path().join("shard.yaml").exists()),
-        "shard directories left behind"
-    );
+    // Gone from the shard list and from disk, on both nodes.
+    for (j, d) in [(&j1, &j1_dir), (&j2, &j2_dir)] {
+        eventually(
+            "shards and their directories deleted",
+            Duration::from_secs(20),
+            || async {
+                let no_dirs = std::fs::read_dir(d)
+                    .map(|rd| {
+                        rd.filter_map(|e| e.ok())
+                            .all(|e| !e.path().join("shard.yaml").exists())
+                    })
+                    .unwrap_or(false);
+                (meta_shards(j).await.is_empty() && no_dirs).then_some(())
+            },
+        )
+        .await;
+    }
 }
