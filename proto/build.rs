@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|p| p.extension().is_some_and(|x| x == "proto"))
         .collect();
     protos.sort();
+    // The directory itself, so that an added .proto file triggers a rebuild.
+    println!("cargo:rerun-if-changed=proto");
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
     }
