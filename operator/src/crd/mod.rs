@@ -200,16 +200,24 @@ mod tests {
         assert_ne!(merged[1].last_transition_time, "2020-01-01T00:00:00Z");
     }
 
-    /// `crds/` must be exactly what the Rust types generate: regenerate with
-    /// `cargo run -p operator -- crd > crds/robustmq.io.yaml`.
+    /// `crds/`, the chart's `crds/` and `deploy/01-crds.yaml` must be exactly what the Rust
+    /// types generate. Regenerate with
+    /// `cargo run -p operator -- crd | tee crds/robustmq.io.yaml charts/robustmq/crds/robustmq.io.yaml deploy/01-crds.yaml`.
     #[test]
     fn crds_directory_matches_the_rust_types() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/robustmq.io.yaml");
-        let on_disk = std::fs::read_to_string(path).expect("read crds/robustmq.io.yaml");
         let generated = all_yaml().expect("render CRDs");
-        assert!(
-            on_disk == generated,
-            "crds/robustmq.io.yaml is stale; run `cargo run -p operator -- crd > crds/robustmq.io.yaml`"
-        );
+        for rel in [
+            "crds/robustmq.io.yaml",
+            "charts/robustmq/crds/robustmq.io.yaml",
+            "deploy/01-crds.yaml",
+        ] {
+            let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(
+                on_disk == generated,
+                "{rel} is stale; run `cargo run -p operator -- crd | tee crds/robustmq.io.yaml \\
+                 charts/robustmq/crds/robustmq.io.yaml deploy/01-crds.yaml`"
+            );
+        }
     }
 }

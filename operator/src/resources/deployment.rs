@@ -44,7 +44,7 @@ pub fn broker_deployment(c: &RobustMQCluster) -> Deployment {
             format!("0.0.0.0:{ADMIN_PORT}"),
         ),
         env("ROBUSTMQ_BROKER_MQTT_ADDR", format!("0.0.0.0:{}", l.mqtt)),
-        env("ROBUSTMQ_BROKER_WS_ADDR", format!("0.0.0.0:{}", l.ws)),
+        env("ROBUSTMQ_BROKER_MQTT_WS_ADDR", format!("0.0.0.0:{}", l.ws)),
         env("ROBUSTMQ_BROKER_KAFKA_ADDR", format!("0.0.0.0:{}", l.kafka)),
     ];
     if let Some(policy) = &c.spec.default_storage_policy {
@@ -64,10 +64,10 @@ pub fn broker_deployment(c: &RobustMQCluster) -> Deployment {
     if let Some(secret) = tls_secret_name(c) {
         envs.extend([
             env(
-                "ROBUSTMQ_BROKER_MQTTS_ADDR",
+                "ROBUSTMQ_BROKER_MQTT_TLS_ADDR",
                 format!("0.0.0.0:{}", l.mqtt_tls),
             ),
-            env("ROBUSTMQ_BROKER_WSS_ADDR", format!("0.0.0.0:{}", l.wss)),
+            env("ROBUSTMQ_BROKER_MQTT_WSS_ADDR", format!("0.0.0.0:{}", l.wss)),
             env(
                 "ROBUSTMQ_BROKER_KAFKA_TLS_ADDR",
                 format!("0.0.0.0:{}", l.kafka_tls),
