@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""MQTT scenarios driven with paho-mqtt (a third-party client) against a RobustMQ broker.
+
+Usage: paho_check.py SCENARIO --port PORT --version {3,5} [--qos N]
+Scenarios: pubsub, retained, will, will-delay, persistent.
+Exits 0 when the scenario holds, 1 with a message on stderr when it does not.
+Every wait is bounded; nothing here waits longer than about 15 s.
+"""
+
+import argparse
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+HOST = "127.0.0.1"
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def client(args, client_id="", clean=True, expiry=None):
+    proto = mqtt.MQTTv5 if args.version == 5 else mqtt.MQTTv311
+    kw = {}
+    if proto == mqtt.MQTTv311:
+        kw["clean_session"] = clean
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kw)
+    c.inbox = queue.Queue()
+    c.connack = queue.Queue()
+    c.subacks = queue.Queue()
+    c.on_message = lambda cl, ud, m: cl.inbox.put(m)
+    c.on_connect = lambda cl, ud, flags, rc, props: cl.connack.put((flags, rc))
+    c.on_subscribe = lambda cl, ud, mid, rcs, props: cl.subacks.put(rcs)
+    c._rmq = dict(clean=clean, expiry=expiry)
+    return c
+
+
+def connect(c, args, will=None):
+    props = None
+    if args.version == 5:
+        props = Properties(PacketTypes.CONNECT)
+        if c._rmq["expiry"] is not None:
+            props.SessionExpiryInterval = c._rmq["expiry"]
+        c.connect(HOST, args.port, keepalive=30, clean_start=c._rmq["clean"], properties=props)
+    else:
+        c.connect(HOST, args.port, keepalive=30)
+    c.loop_start()
+    try:
+        flags, rc = c.connack.get(timeout=10)
+    except queue.Empty:
+        fail("no CONNACK within 10 s")
+    if rc.is_failure if hasattr(rc, "is_failure") else rc != 0:
+        fail(f"CONNECT refused: {rc}")
+    return flags
+
+
+def subscribe(c, topic, qos):
+    c.subscribe(topic, qos=qos)
+    try:
+        rcs = c.subacks.get(timeout=10)
+    except queue.Empty:
+        fail(f"no SUBACK for {topic}")
+    for rc in rcs:
+        value = rc.value if hasattr(rc, "value") else rc
+        if value >= 0x80:
+            fail(f"subscription to {topic} refused: {rc}")
+
+
+def stop(c):
+    c.disconnect()
+    c.loop_stop()
+
+
+def collect(c, n, timeout):
+    got = []
+    deadline = time.time() + timeout
+    while len(got) < n and time.time() < deadline:
+        try:
+            got.append(c.inbox.get(timeout=max(0.01, deadline - time.time())))
+        except queue.Empty:
+            break
+    return got
+
+
+def pubsub(args):
+    base = f"e2e/{uuid.uuid4().hex[:8]}"
+    sub = client(args)
+    connect(sub, args)
+    subscribe(sub, f"{base}/#", args.qos)
+    pub = client(args)
+    connect(pub, args)
+    n = 20
+    for i in range(n):
+        info = pub.publish(f"{base}/t{i % 3}", f"msg-{i}", qos=args.qos)
+        if args.qos > 0:
+            info.wait_for_publish(timeout=10)
+            if not info.is_published():
+                fail(f"publish {i} not acknowledged")
+    got = collect(sub, n, 10)
+    payloads = [m.payload.decode() for m in got]
+    if payloads != [f"msg-{i}" for i in range(n)]:
+        fail(f"subscriber got {payloads}")
+    if any(m.qos != args.qos for m in got):
+        fail(f"qos {[m.qos for m in got]} != {args.qos}")
+    if any(m.retain for m in got):
+        fail("live messages must not carry RETAIN")
+    stop(pub)
+    stop(sub)
+    print(f"pubsub v{args.version} qos{args.qos}: {n} messages in order")
+
+
+def retained(args):
+    topic = f"e2e/retained/{uuid.uuid4().hex[:8]}"
+    pub = client(args)
+    connect(pub, args)
+    pub.publish(topic, "keep-me", qos=1, retain=True).wait_for_publish(timeout=10)
+    sub = client(args)
+    connect(sub, args)
+    subscribe(sub, "e2e/retained/#", 1)
+    got = [m for m in collect(sub, 50, 3) if m.topic == topic]
+    if len(got) != 1 or got[0].payload != b"keep-me" or not got[0].retain:
+        fail(f"retained message not delivered on subscribe: {[(m.topic, m.payload, m.retain) for m in got]}")
+    stop(sub)
+    pub.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout=10)
+    sub2 = client(args)
+    connect(sub2, args)
+    subscribe(sub2, topic, 1)
+    got = collect(sub2, 1, 1.5)
+    if got:
+        fail(f"cleared retained message still delivered: {got[0].payload}")
+    stop(sub2)
+    stop(pub)
+    print(f"retained v{args.version}: delivered with RETAIN, cleared by an empty payload")
+
+
+def will_child(args, topic, delay):
+    """Runs in a child process: connect with a will, then wait to be SIGKILLed."""
+    c = client(args, client_id=f"will-{uuid.uuid4().hex[:6]}", expiry=(30 if delay else None))
+    props = None
+    if args.version == 5 and delay:
+        props = Properties(PacketTypes.WILLMESSAGE)
+        props.WillDelayInterval = delay
+    c.will_set(topic, "gone", qos=1, properties=props)
+    connect(c, args)
+    print("connected", flush=True)
+    time.sleep(60)
+
+
+def spawn_will_child(args, topic, delay):
+    p = subprocess.Popen(
+        [sys.executable, __file__, "will-child", "--port", str(args.port), "--version", str(args.version),
+         "--topic", topic, "--delay", str(delay)],
+        stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline().strip()
+    if line != "connected":
+        p.kill()
+        fail(f"will child did not connect: {line!r}")
+    return p
+
+
+def will(args):
+    topic = f"e2e/will/{uuid.uuid4().hex[:8]}"
+    watcher = client(args)
+    connect(watcher, args)
+    subscribe(watcher, topic, 1)
+    # Graceful DISCONNECT: no will.
+    graceful = client(args)
+    graceful.will_set(topic, "should-not-arrive", qos=1)
+    connect(graceful, args)
+    stop(graceful)
+    # Ungraceful: the process dies, the socket drops without DISCONNECT.
+    p = spawn_will_child(args, topic, 0)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    got = collect(watcher, 2, 5)
+    payloads = [m.payload for m in got]
+    if payloads != [b"gone"]:
+        fail(f"expected only the killed client's will, got {payloads}")
+    stop(watcher)
+    print(f"will v{args.version}: sent on a dropped connection, not after DISCONNECT")
+
+
+def will_delay(args):
+    if args.version != 5:
+        fail("will delay exists only in MQTT 5")
+    topic = f"e2e/willdelay/{uuid.uuid4().hex[:8]}"
+    watcher = client(args)
+    connect(watcher, args)
+    subscribe(watcher, topic, 1)
+    p = spawn_will_child(args, topic, 2)
+    killed = time.time()
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    early = collect(watcher, 1, 1.0)
+    if early:
+        fail("delayed will arrived before its delay")
+    got = collect(watcher, 1, 6)
+    if [m.payload for m in got] != [b"gone"]:
+        fail("delayed will never arrived")
+    waited = time.time() - killed
+    if waited < 1.9:
+        fail(f"delayed will arrived after {waited:.2f} s, before the 2 s delay")
+    stop(watcher)
+    print(f"will-delay: arrived after {waited:.1f} s")
+
+
+def persistent(args):
+    cid = f"pers-{uuid.uuid4().hex[:8]}"
+    base = f"e2e/pers/{cid}"
+    s = client(args, client_id=cid, clean=False, expiry=300)
+    flags = connect(s, args)
+    subscribe(s, f"{base}/#", 1)
+    stop(s)
+    pub = client(args)
+    connect(pub, args)
+    for i in range(5):
+        pub.publish(f"{base}/x", f"offline-{i}", qos=1).wait_for_publish(timeout=10)
+    stop(pub)
+    s2 = client(args, client_id=cid, clean=False, expiry=300)
+    flags = connect(s2, args)
+    if not flags.session_present:
+        fail("session_present not set on resume")
+    got = collect(s2, 5, 10)
+    payloads = [m.payload.decode() for m in got]
+    if payloads != [f"offline-{i}" for i in range(5)]:
+        fail(f"resumed session got {payloads}")
+    stop(s2)
+    # A clean start drops the session.
+    s3 = client(args, client_id=cid, clean=True)
+    flags = connect(s3, args)
+    if flags.session_present:
+        fail("clean start reported a present session")
+    stop(s3)
+    print(f"persistent v{args.version}: offline QoS 1 messages delivered on resume")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--version", type=int, choices=[3, 5], default=5)
+    ap.add_argument("--qos", type=int, choices=[0, 1, 2], default=1)
+    ap.add_argument("--topic")
+    ap.add_argument("--delay", type=int, default=0)
+    args = ap.parse_args()
+    scenarios = {"pubsub": pubsub, "retained": retained, "will": will, "will-delay": will_delay,
+                 "persistent": persistent}
+    if args.scenario == "will-child":
+        will_child(args, args.topic, args.delay)
+        return
+    if args.scenario not in scenarios:
+        fail(f"unknown scenario {args.scenario}")
+    scenarios[args.scenario](args)
+
+
+if __name__ == "__main__":
+    main()
