@@ -3,4 +3,5 @@
 //! test fails; [`meta`] builds meta-service clusters on top of it.
 
 pub mod harness;
+pub mod kube;
 pub mod meta;
