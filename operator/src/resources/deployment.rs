@@ -67,7 +67,10 @@ pub fn broker_deployment(c: &RobustMQCluster) -> Deployment {
                 "ROBUSTMQ_BROKER_MQTT_TLS_ADDR",
                 format!("0.0.0.0:{}", l.mqtt_tls),
             ),
-            env("ROBUSTMQ_BROKER_MQTT_WSS_ADDR", format!("0.0.0.0:{}", l.wss)),
+            env(
+                "ROBUSTMQ_BROKER_MQTT_WSS_ADDR",
+                format!("0.0.0.0:{}", l.wss),
+            ),
             env(
                 "ROBUSTMQ_BROKER_KAFKA_TLS_ADDR",
                 format!("0.0.0.0:{}", l.kafka_tls),
