@@ -139,6 +139,7 @@ async fn operator_on_a_real_control_plane() -> Result<()> {
         admins.push(admin);
     }
     only_one_replica_leads(&cp, &admins).await?;
+    the_standby_takes_over_when_the_leader_dies(&cp, &mut operators, &admins).await?;
 
     cluster_creates_every_child_with_the_right_spec(&cp).await?;
     status_turns_ready_with_meta_quorum(&cp).await?;
@@ -304,6 +305,38 @@ async fn only_one_replica_leads(cp: &ControlPlane, admins: &[String]) -> Result<
         holder == "op-a" || holder == "op-b",
         "lease holder {holder}: {roles:?}"
     );
+    Ok(())
+}
+
+/// SIGKILL the leader (no graceful release): the standby takes the Lease once it expires.
+async fn the_standby_takes_over_when_the_leader_dies(
+    cp: &ControlPlane,
+    operators: &mut [Process],
+    admins: &[String],
+) -> Result<()> {
+    let lease = cp
+        .get("lease", "robustmq-system", "robustmq-operator")?
+        .context("no leader Lease")?;
+    let old = s(&lease, "/spec/holderIdentity").to_string();
+    let (dead, survivor) = if old == "op-a" { (0, 1) } else { (1, 0) };
+    operators[dead].kill();
+    let survivor_admin = admins[survivor].clone();
+    wait_for("the standby to lead", Duration::from_secs(30), || {
+        let r = http_get(&survivor_admin, "/readyz");
+        async move { Ok(r?.1.contains("leader").then_some(())) }
+    })
+    .await?;
+    let lease = cp
+        .get("lease", "robustmq-system", "robustmq-operator")?
+        .context("no leader Lease")?;
+    let new = s(&lease, "/spec/holderIdentity");
+    ensure!(
+        new != old && !new.is_empty(),
+        "lease still held by {old}: {lease}"
+    );
+    ensure!(i(&lease, "/spec/leaseTransitions") >= 1, "{lease}");
+    // Bring the killed replica back as a standby, as its Deployment would.
+    operators[dead].start()?;
     Ok(())
 }
 
@@ -771,6 +804,57 @@ async fn topics_and_policies_land_in_meta(cp: &ControlPlane, meta_addr: &str) ->
         "Retain must keep orders in meta"
     );
     cp.kubectl(&["delete", "topic", "orphan", "-n", ns, "--timeout=60s"])?;
+
+    // A policy no topic uses is deleted from meta; one still used (by the retained
+    // `orders`) is kept, its deletion retried, while meta refuses.
+    cp.kubectl(&[
+        "delete",
+        "storagepolicy",
+        "ephemeral",
+        "-n",
+        ns,
+        "--timeout=60s",
+    ])?;
+    match meta
+        .get_policy(NameRequest {
+            name: "ephemeral".into(),
+        })
+        .await
+    {
+        Err(st) if st.code() == tonic::Code::NotFound => {}
+        other => bail!("ephemeral must be gone from meta: {other:?}"),
+    }
+    cp.kubectl(&[
+        "delete",
+        "storagepolicy",
+        "durable",
+        "-n",
+        ns,
+        "--wait=false",
+    ])?;
+    wait_for("a warning that durable is in use", WAIT, || {
+        let ev = cp.kubectl(&[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            "involvedObject.name=durable,type=Warning",
+            "-o",
+            "json",
+        ]);
+        async move { Ok(ev?.contains("in use by topic").then_some(())) }
+    })
+    .await?;
+    ensure!(
+        cp.get("storagepolicy", ns, "durable")?.is_some(),
+        "durable deleted while in use"
+    );
+    meta.get_policy(NameRequest {
+        name: "durable".into(),
+    })
+    .await
+    .context("durable must stay in meta while orders uses it")?;
     Ok(())
 }
 

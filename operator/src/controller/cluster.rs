@@ -158,6 +158,7 @@ fn deploy_lagging(d: &Deployment) -> bool {
         || st.updated_replicas.unwrap_or(0) < st.replicas.unwrap_or(0)
 }
 
+#[tracing::instrument(skip_all, fields(namespace = %c.namespace().unwrap_or_default(), name = %c.name_any(), generation = ?c.metadata.generation))]
 pub(super) async fn reconcile(c: Arc<RobustMQCluster>, ctx: Arc<Context>) -> Result<Action> {
     let ns = c.namespace().ok_or(Error::MissingField {
         object: "RobustMQCluster",

@@ -21,6 +21,7 @@ use crate::{Error, Result};
 
 pub const FINALIZER: &str = "robustmq.io/storage-policy";
 
+#[tracing::instrument(skip_all, fields(namespace = %p.namespace().unwrap_or_default(), name = %p.name_any(), generation = ?p.metadata.generation))]
 pub(super) async fn reconcile(p: Arc<StoragePolicy>, ctx: Arc<Context>) -> Result<Action> {
     let ns = p.namespace().ok_or(Error::MissingField {
         object: "StoragePolicy",

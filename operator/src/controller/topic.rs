@@ -21,6 +21,7 @@ use crate::{Error, Result};
 
 pub const FINALIZER: &str = "robustmq.io/topic";
 
+#[tracing::instrument(skip_all, fields(namespace = %t.namespace().unwrap_or_default(), name = %t.name_any(), generation = ?t.metadata.generation))]
 pub(super) async fn reconcile(t: Arc<Topic>, ctx: Arc<Context>) -> Result<Action> {
     let ns = t.namespace().ok_or(Error::MissingField {
         object: "Topic",
