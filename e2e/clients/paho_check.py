@@ -2,7 +2,9 @@
 """MQTT scenarios driven with paho-mqtt (a third-party client) against a RobustMQ broker.
 
 Usage: paho_check.py SCENARIO --port PORT --version {3,5} [--qos N]
-Scenarios: pubsub, retained, will, will-delay, persistent.
+Scenarios: pubsub, retained, will, will-delay, persistent (one broker); cross (subscribe
+on --port2, publish on --port); hold and resume (a persistent session held on one broker,
+then resumed on another after the first was killed).
 Exits 0 when the scenario holds, 1 with a message on stderr when it does not.
 Every wait is bounded; nothing here waits longer than about 15 s.
 """
@@ -243,6 +245,57 @@ def persistent(args):
     print(f"persistent v{args.version}: offline QoS 1 messages delivered on resume")
 
 
+def cross(args):
+    """Publish on one broker, receive on another: storage is the bus."""
+    base = f"e2e/cross/{uuid.uuid4().hex[:8]}"
+    sub_args = argparse.Namespace(**{**vars(args), "port": args.port2})
+    sub = client(sub_args)
+    connect(sub, sub_args)
+    subscribe(sub, f"{base}/#", args.qos)
+    pub = client(args)
+    connect(pub, args)
+    n = 10
+    for i in range(n):
+        info = pub.publish(f"{base}/x", f"c-{i}", qos=args.qos)
+        if args.qos:
+            info.wait_for_publish(timeout=10)
+    got = [m.payload.decode() for m in collect(sub, n, 10)]
+    if got != [f"c-{i}" for i in range(n)]:
+        fail(f"subscriber on the other broker got {got}")
+    stop(pub)
+    stop(sub)
+    print(f"cross v{args.version} qos{args.qos}: {n} messages across brokers")
+
+
+def hold(args):
+    """Connect a persistent session, subscribe, say 'ready', then wait to be killed."""
+    s = client(args, client_id=args.client_id, clean=False, expiry=300)
+    connect(s, args)
+    subscribe(s, f"e2e/hold/{args.client_id}/#", 1)
+    print("ready", flush=True)
+    time.sleep(60)
+
+
+def resume(args):
+    """Publish while the session is away, then resume it (on any broker) and get it all."""
+    base = f"e2e/hold/{args.client_id}"
+    pub = client(args)
+    connect(pub, args)
+    n = 5
+    for i in range(n):
+        pub.publish(f"{base}/x", f"away-{i}", qos=1).wait_for_publish(timeout=10)
+    stop(pub)
+    s = client(args, client_id=args.client_id, clean=False, expiry=300)
+    flags = connect(s, args)
+    if not flags.session_present:
+        fail("session_present not set when resuming on this broker")
+    got = [m.payload.decode() for m in collect(s, n, 10)]
+    if got != [f"away-{i}" for i in range(n)]:
+        fail(f"resumed session got {got}")
+    stop(s)
+    print(f"resume v{args.version}: {n} messages published while away delivered")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario")
@@ -251,9 +304,11 @@ def main():
     ap.add_argument("--qos", type=int, choices=[0, 1, 2], default=1)
     ap.add_argument("--topic")
     ap.add_argument("--delay", type=int, default=0)
+    ap.add_argument("--port2", type=int)
+    ap.add_argument("--client-id", default="")
     args = ap.parse_args()
     scenarios = {"pubsub": pubsub, "retained": retained, "will": will, "will-delay": will_delay,
-                 "persistent": persistent}
+                 "persistent": persistent, "cross": cross, "hold": hold, "resume": resume}
     if args.scenario == "will-child":
         will_child(args, args.topic, args.delay)
         return

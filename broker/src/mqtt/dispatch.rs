@@ -134,6 +134,12 @@ impl Dispatcher {
         }
     }
 
+    /// The current positions, for a checkpoint of a live session: every record below
+    /// them is already in the sessions' queues.
+    pub fn positions(&self) -> HashMap<ShardKey, u64> {
+        self.lock().positions.clone()
+    }
+
     /// Removes a connection; returns the positions at which it stopped receiving.
     pub fn detach(&self, conn: u64) -> HashMap<ShardKey, u64> {
         let mut t = self.lock();

@@ -54,8 +54,26 @@ pub struct Session {
     /// Packets to write at the next flush.
     pub outbox: Vec<Packet>,
     pub registration: Option<Registration>,
+    /// Subscriptions or progress changed since the last checkpoint.
+    pub dirty: bool,
     pub rx: mpsc::Receiver<Delivery>,
     pub _permit: OwnedSemaphorePermit,
+}
+
+/// How often a connected persistent session saves its progress to meta.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Per shard, the smaller of the live position and the first unfinished offset.
+fn merge_progress(
+    positions: HashMap<ShardKey, u64>,
+    unfinished: HashMap<ShardKey, u64>,
+) -> HashMap<ShardKey, u64> {
+    let mut progress = positions;
+    for (k, off) in unfinished {
+        let e = progress.entry(k).or_insert(off);
+        *e = (*e).min(off);
+    }
+    progress
 }
 
 /// How the loop ended.
@@ -121,6 +139,8 @@ impl Session {
         };
         let cancel = self.ctx.cancel.clone();
         let mut deadline = self.keep_alive.map(|k| Instant::now() + k.mul_f32(1.5));
+        let mut checkpoints = tokio::time::interval(CHECKPOINT_EVERY);
+        checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
             if let Err(e) = self.flush().await {
                 tracing::debug!(client_id = %self.client_id, error = %e, "write failed");
@@ -142,7 +162,9 @@ impl Session {
                     tracing::info!(client_id = %self.client_id, "keep alive timed out");
                     break End::Server(Some(ReasonCode::KEEP_ALIVE_TIMEOUT));
                 }
+                _ = checkpoints.tick(), if self.expiry_secs > 0 => self.checkpoint().await,
                 Some(d) = self.rx.recv() => {
+                    self.dirty = true;
                     self.deliver(d);
                     // Take whatever else is queued so one flush writes it all.
                     while let Ok(d) = self.rx.try_recv() {
@@ -181,6 +203,36 @@ impl Session {
         end
     }
 
+    /// Saves a persistent session while it is connected, so that it survives this
+    /// broker dying: another broker resumes it from the saved subscriptions and progress.
+    async fn checkpoint(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        // Positions first, then drain the queue: everything below the positions was
+        // queued under the dispatcher's lock before we read them, so after the drain it
+        // is all in `out`, and the progress below cannot skip a record.
+        let positions = self.ctx.dispatcher.positions();
+        while let Ok(d) = self.rx.try_recv() {
+            self.deliver(d);
+        }
+        self.state.progress = merge_progress(positions, self.out.unfinished());
+        self.state.inflight.out = self.out.saved();
+        self.state.inflight.awaiting_rel = self.awaiting_rel.iter().copied().collect();
+        let s = self.state.to_meta(
+            &self.client_id,
+            self.expiry_secs,
+            self.version.level(),
+            self.ctx.node_id,
+        );
+        match self.ctx.meta.client().put_session(s).await {
+            Ok(_) => self.dirty = false,
+            Err(e) => {
+                tracing::warn!(client_id = %self.client_id, error = %e, "checkpointing session")
+            }
+        }
+    }
+
     /// Saves or drops the session state, publishes the will, unregisters.
     async fn finish(mut self, send_will: bool) {
         let ctx = self.ctx.clone();
@@ -190,12 +242,7 @@ impl Session {
             let e = unfinished.entry(d.key.clone()).or_insert(d.offset);
             *e = (*e).min(d.offset);
         }
-        let mut progress: HashMap<ShardKey, u64> = positions;
-        for (k, off) in unfinished {
-            let e = progress.entry(k).or_insert(off);
-            *e = (*e).min(off);
-        }
-        self.state.progress = progress;
+        self.state.progress = merge_progress(positions, unfinished);
         self.state.inflight.out = self.out.saved();
         self.state.inflight.awaiting_rel = self.awaiting_rel.iter().copied().collect();
 
@@ -203,7 +250,7 @@ impl Session {
         if self.expiry_secs > 0 {
             let s = self
                 .state
-                .to_meta(&self.client_id, self.expiry_secs, self.version.level());
+                .to_meta(&self.client_id, self.expiry_secs, self.version.level(), 0);
             if let Err(e) = meta.put_session(s).await {
                 tracing::warn!(client_id = %self.client_id, error = %e, "saving session");
             }

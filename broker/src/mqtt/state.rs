@@ -139,7 +139,15 @@ impl Persistent {
         }
     }
 
-    pub fn to_meta(&self, client_id: &str, expiry_secs: u32, version: u8) -> meta::Session {
+    /// The session as meta stores it. `owner` is the broker holding the live connection
+    /// (0 once it has ended, when the disconnect time starts the expiry clock).
+    pub fn to_meta(
+        &self,
+        client_id: &str,
+        expiry_secs: u32,
+        version: u8,
+        owner: u64,
+    ) -> meta::Session {
         let mut progress: Vec<meta::ShardProgress> = self
             .progress
             .iter()
@@ -152,9 +160,9 @@ impl Persistent {
         progress.sort_by(|a, b| (&a.topic, a.shard).cmp(&(&b.topic, b.shard)));
         meta::Session {
             client_id: client_id.to_string(),
-            owner_broker: 0,
+            owner_broker: owner,
             expiry_interval_secs: expiry_secs,
-            disconnected_at_ms: super::now_ms(),
+            disconnected_at_ms: if owner == 0 { super::now_ms() } else { 0 },
             subscriptions: self.subs.values().map(Sub::to_meta).collect(),
             progress,
             inflight: serde_json::to_vec(&self.inflight)
@@ -194,7 +202,7 @@ mod tests {
             packet_id: 3,
             released: true,
         });
-        let back = Persistent::from_meta(&p.to_meta("c", 60, 5));
+        let back = Persistent::from_meta(&p.to_meta("c", 60, 5, 0));
         assert_eq!(back.subs, p.subs);
         assert!(back.subs.contains_key("$share/g/b/#"));
         assert_eq!(back.progress, p.progress);

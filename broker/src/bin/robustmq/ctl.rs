@@ -13,9 +13,14 @@ use serde_json::{Value, json};
 #[derive(Parser)]
 pub struct CtlArgs {
     /// Meta-service gRPC address.
-    #[arg(long, default_value = "127.0.0.1:1228", env = "ROBUSTMQ_META")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:1228",
+        env = "ROBUSTMQ_META"
+    )]
     meta: String,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, global = true, value_enum, default_value = "text")]
     output: Output,
     #[command(subcommand)]
     command: CtlCommand,

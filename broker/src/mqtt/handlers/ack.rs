@@ -13,6 +13,7 @@ fn log_unknown(s: &Session, kind: &str, pid: u16) {
 }
 
 pub fn puback(s: &mut Session, a: PubAck) -> Flow {
+    s.dirty = true;
     if s.out.on_puback(a.packet_id, &mut s.outbox) == AckResult::UnknownId {
         log_unknown(s, "PUBACK", a.packet_id);
     }
@@ -37,6 +38,7 @@ pub fn pubrec(s: &mut Session, r: PubRec) -> Flow {
 }
 
 pub fn pubcomp(s: &mut Session, c: PubComp) -> Flow {
+    s.dirty = true;
     if s.out.on_pubcomp(c.packet_id, &mut s.outbox) == AckResult::UnknownId {
         log_unknown(s, "PUBCOMP", c.packet_id);
     }

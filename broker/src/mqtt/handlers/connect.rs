@@ -256,6 +256,8 @@ async fn establish(
         client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
         outbox: Vec::new(),
         registration: Some(registration),
+        // Save once soon after connecting: the claim in meta has no subscriptions yet.
+        dirty: true,
         rx,
         _permit: permit,
     };

@@ -57,6 +57,7 @@ pub async fn handle(s: &mut Session, sub: Subscribe) -> Flow {
     s.ctx
         .dispatcher
         .set_subs(s.conn_id, s.state.subs.values().cloned().collect());
+    s.dirty = true;
     s.outbox.push(Packet::SubAck(SubAck {
         packet_id: sub.packet_id,
         properties: Default::default(),

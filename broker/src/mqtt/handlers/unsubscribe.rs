@@ -20,6 +20,7 @@ pub fn handle(s: &mut Session, u: Unsubscribe) -> Flow {
     s.ctx
         .dispatcher
         .set_subs(s.conn_id, s.state.subs.values().cloned().collect());
+    s.dirty = true;
     s.outbox.push(Packet::UnsubAck(UnsubAck {
         packet_id: u.packet_id,
         properties: Default::default(),
