@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use super::{
     ADMIN_PORT, CONFIG_DIR, CONFIG_HASH_ANNOTATION, TLS_DIR, Tier, anti_affinity, base_container,
     broker_ports, child_meta, config_file, config_hash, env, env_field, label_selector, labels,
-    meta_peers, port, tls_secret_name,
+    port, tls_secret_name,
 };
 use crate::crd::RobustMQCluster;
 
@@ -22,10 +22,16 @@ pub fn broker_deployment(c: &RobustMQCluster) -> Deployment {
     let cluster = c.name_any();
     let spec = &c.spec.broker;
     let mut container = base_container(c, tier, &spec.resources);
-    container.command = Some(vec![tier.binary().into()]);
-    container.args = Some(vec![
-        "--config".into(),
-        format!("{CONFIG_DIR}/{}", config_file(tier)),
+    // Deployment pods have no ordinal, but the broker needs a node id > 0 that is unique
+    // among live brokers: derive it from the (unique) pod name with a 32-bit CRC.
+    container.command = Some(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "exec {} --config {CONFIG_DIR}/{} --node-id $(( $(printf %s \"$HOSTNAME\" | cksum | cut -d' ' -f1) + 1 ))",
+            tier.binary(),
+            config_file(tier)
+        ),
     ]);
     let l = &spec.listeners;
     let advertised = spec.advertised_host.clone().unwrap_or_else(|| {
@@ -37,7 +43,12 @@ pub fn broker_deployment(c: &RobustMQCluster) -> Deployment {
     });
     let mut envs = vec![
         env_field("POD_NAME", "metadata.name"),
-        env("ROBUSTMQ_BROKER_META", meta_peers(c)),
+        // The broker takes one meta address; the headless Service name resolves to every meta
+        // pod.
+        env(
+            "ROBUSTMQ_BROKER_META",
+            format!("{}:{}", Tier::Meta.name(&cluster), super::META_GRPC_PORT),
+        ),
         env("ROBUSTMQ_BROKER_ADVERTISED_HOST", advertised),
         env(
             "ROBUSTMQ_BROKER_ADMIN_ADDR",
@@ -145,6 +156,28 @@ mod tests {
         assert_eq!(spec.replicas, None);
         let json = serde_json::to_value(&spec).unwrap();
         assert!(json.get("replicas").is_none(), "{json}");
+    }
+
+    #[test]
+    fn broker_gets_a_node_id_from_its_pod_name_and_one_meta_address() {
+        let d = broker_deployment(&cluster("{}"));
+        let ctr = &d.spec.unwrap().template.spec.unwrap().containers[0];
+        let cmd = ctr.command.clone().unwrap();
+        assert!(
+            cmd[2].starts_with(
+                "exec robustmq-broker --config /etc/robustmq/broker.yaml --node-id $(("
+            ),
+            "{cmd:?}"
+        );
+        assert!(cmd[2].contains("cksum"), "{cmd:?}");
+        let meta = ctr
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "ROBUSTMQ_BROKER_META")
+            .unwrap();
+        assert_eq!(meta.value.as_deref(), Some("demo-meta:1228"));
     }
 
     #[test]
