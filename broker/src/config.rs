@@ -69,6 +69,10 @@ pub struct BrokerConfig {
     pub tls_key: Option<PathBuf>,
     /// Accept clients without a username.
     pub allow_anonymous: bool,
+    /// Whether an action no ACL rule matches is allowed (rules from meta; deny rules win).
+    pub acl_allow_if_no_match: bool,
+    /// How often ACL rules are re-read from meta.
+    pub acl_refresh_ms: u64,
     pub lease_ttl_ms: u32,
     /// How often topic bindings are re-read from meta.
     pub topic_refresh_ms: u64,
@@ -88,6 +92,8 @@ impl Default for BrokerConfig {
             tls_cert: None,
             tls_key: None,
             allow_anonymous: true,
+            acl_allow_if_no_match: true,
+            acl_refresh_ms: 1000,
             lease_ttl_ms: 10_000,
             topic_refresh_ms: 1000,
             limits: MqttLimits::default(),

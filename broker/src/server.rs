@@ -86,10 +86,20 @@ pub async fn start(
         let _ = follow.await;
     });
 
+    let acl = crate::mqtt::acl::Acl::new(cfg.acl_allow_if_no_match);
+    if let Err(e) = acl.refresh(&meta).await {
+        return Err(BrokerError::meta("ListAcls", e));
+    }
+    tasks.spawn(acl.clone().run_refresh(
+        meta.clone(),
+        Duration::from_millis(cfg.acl_refresh_ms),
+        cancel.clone(),
+    ));
     let ctx = Arc::new(Context {
         node_id: cfg.node_id,
         limits: cfg.limits.clone(),
         allow_anonymous: cfg.allow_anonymous,
+        acl,
         meta: meta.clone(),
         routes,
         appender: Appender::new(storage.clone(), cancel.clone()),

@@ -4,7 +4,7 @@
 Usage: paho_check.py SCENARIO --port PORT --version {3,5} [--qos N]
 Scenarios: pubsub, retained, will, will-delay, persistent (one broker); cross (subscribe
 on --port2, publish on --port); hold and resume (a persistent session held on one broker,
-then resumed on another after the first was killed).
+then resumed on another after the first was killed); acl (after the rules the Rust test adds).
 Exits 0 when the scenario holds, 1 with a message on stderr when it does not.
 Every wait is bounded; nothing here waits longer than about 15 s.
 """
@@ -296,6 +296,66 @@ def resume(args):
     print(f"resume v{args.version}: {n} messages published while away delivered")
 
 
+def acl(args):
+    """Run after `ctl acl add`: alice may not publish to secret/#, nobody may subscribe
+    to private/#; everything else is open. Also checks the password."""
+    bad = client(args)
+    bad.username_pw_set(args.username, "wrong-" + args.password)
+    bad.connect(HOST, args.port, keepalive=30)
+    bad.loop_start()
+    try:
+        _, rc = bad.connack.get(timeout=10)
+    except queue.Empty:
+        fail("no CONNACK for a wrong password")
+    value = rc.value if hasattr(rc, "value") else rc
+    # paho reports the 3.1.1 return code 4 as reason code 0x86 too.
+    want = 0x86
+    if value != want:
+        fail(f"wrong password got CONNACK {value:#x}, want {want:#x}")
+    bad.loop_stop()
+
+    watcher = client(args)
+    connect(watcher, args)
+    subscribe(watcher, "secret/#", 1)
+    alice = client(args)
+    alice.username_pw_set(args.username, args.password)
+    acks = {}
+    alice.on_publish = lambda cl, ud, mid, rc, props: acks.__setitem__(mid, rc)
+    connect(alice, args)
+    info = alice.publish("secret/plans", "leak", qos=1)
+    deadline = time.time() + 10
+    while info.mid not in acks and time.time() < deadline:
+        time.sleep(0.02)
+    if info.mid not in acks:
+        fail("no PUBACK for the denied publish")
+    rc = acks[info.mid]
+    value = rc.value if hasattr(rc, "value") else rc
+    if args.version == 5 and value != 0x87:
+        fail(f"denied publish got PUBACK {value:#x}, want 0x87")
+    if collect(watcher, 1, 1.5):
+        fail("a denied publish was delivered")
+
+    alice.subscribe("private/#", qos=1)
+    try:
+        rcs = alice.subacks.get(timeout=10)
+    except queue.Empty:
+        fail("no SUBACK for the denied subscription")
+    value = rcs[0].value if hasattr(rcs[0], "value") else rcs[0]
+    want = 0x87 if args.version == 5 else 0x80
+    if value != want:
+        fail(f"denied subscribe got {value:#x}, want {want:#x}")
+
+    # Allowed traffic still flows for the same user.
+    subscribe(alice, "open/#", 1)
+    alice.publish("open/x", "fine", qos=1).wait_for_publish(timeout=10)
+    got = [m.payload for m in collect(alice, 1, 5)]
+    if got != [b"fine"]:
+        fail(f"allowed publish/subscribe got {got}")
+    stop(alice)
+    stop(watcher)
+    print(f"acl v{args.version}: bad password, denied publish and subscribe refused")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario")
@@ -306,9 +366,11 @@ def main():
     ap.add_argument("--delay", type=int, default=0)
     ap.add_argument("--port2", type=int)
     ap.add_argument("--client-id", default="")
+    ap.add_argument("--username", default="")
+    ap.add_argument("--password", default="")
     args = ap.parse_args()
     scenarios = {"pubsub": pubsub, "retained": retained, "will": will, "will-delay": will_delay,
-                 "persistent": persistent, "cross": cross, "hold": hold, "resume": resume}
+                 "persistent": persistent, "cross": cross, "hold": hold, "resume": resume, "acl": acl}
     if args.scenario == "will-child":
         will_child(args, args.topic, args.delay)
         return

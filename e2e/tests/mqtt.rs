@@ -20,12 +20,15 @@ use e2e::harness::{Process, TestDir, bin, free_port, http_get, wait_for};
 struct Standalone {
     proc: Process,
     mqtt: u16,
+    /// Meta gRPC address (for `robustmq ctl`).
+    meta: String,
 }
 
 impl Standalone {
     async fn start(dir: &TestDir, extra: &[&str]) -> Result<Standalone> {
         let mqtt = free_port();
         let admin = format!("127.0.0.1:{}", free_port());
+        let meta = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = vec![
             "standalone".into(),
             "--data-dir".into(),
@@ -35,7 +38,7 @@ impl Standalone {
             "--admin-addr".into(),
             admin.clone(),
             "--meta-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
+            meta.clone(),
             "--meta-admin-addr".into(),
             format!("127.0.0.1:{}", free_port()),
             "--journal-addr".into(),
@@ -54,7 +57,7 @@ impl Standalone {
             }
         })
         .await?;
-        Ok(Standalone { proc, mqtt })
+        Ok(Standalone { proc, mqtt, meta })
     }
 
     fn stop(&mut self) {
@@ -231,6 +234,74 @@ async fn mosquitto_clients_exchange_messages_at_every_qos() -> Result<()> {
         ok && out.trim() == "kept",
         "retained via mosquitto_sub: {out:?}"
     );
+    sa.stop();
+    dir.pass();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_rules_from_meta_deny_publish_and_subscribe_and_passwords_are_checked() -> Result<()> {
+    let py = python();
+    let dir = TestDir::new("mqtt-acl");
+    let mut sa = Standalone::start(&dir, &[]).await?;
+    let meta = sa.meta.clone();
+    ctl(&meta, &["user", "create", "alice", "--password", "s3cret"])?;
+    ctl(
+        &meta,
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "alice",
+            "--pattern",
+            "secret/#",
+            "--action",
+            "publish",
+            "--deny",
+        ],
+    )?;
+    ctl(
+        &meta,
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "*",
+            "--pattern",
+            "private/#",
+            "--action",
+            "subscribe",
+            "--deny",
+        ],
+    )?;
+    let rules = ctl(&meta, &["acl", "list", "--output", "json"])?;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&rules)?
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{rules}"
+    );
+    // Brokers re-read ACL rules every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for version in [3u8, 5] {
+        let child = Command::new(&py)
+            .arg(clients_dir().join("paho_check.py"))
+            .args([
+                "acl",
+                "--port",
+                &sa.mqtt.to_string(),
+                "--version",
+                &version.to_string(),
+            ])
+            .args(["--username", "alice", "--password", "s3cret"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (ok, out) = finish(child, Duration::from_secs(60))?;
+        assert!(ok, "acl scenario v{version}:\n{out}");
+        print!("{out}");
+    }
     sa.stop();
     dir.pass();
     Ok(())

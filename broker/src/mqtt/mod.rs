@@ -15,6 +15,7 @@
 //! subscriptions of its own sessions. A persistent session remembers, per shard, the next
 //! offset it has not finished, and resumes from there on any broker.
 
+pub mod acl;
 pub mod connection;
 pub mod dispatch;
 pub mod handlers;
@@ -59,6 +60,7 @@ pub struct Context {
     pub node_id: u64,
     pub limits: MqttLimits,
     pub allow_anonymous: bool,
+    pub acl: acl::Acl,
     pub meta: MetaClient,
     pub routes: TopicRoutes,
     pub storage: Arc<dyn StorageAdapter>,

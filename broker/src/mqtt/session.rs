@@ -41,6 +41,8 @@ pub struct Session {
     pub conn_id: u64,
     pub client_id: String,
     pub username: Option<String>,
+    /// Superusers bypass ACLs.
+    pub superuser: bool,
     pub version: ProtocolVersion,
     pub expiry_secs: u32,
     pub keep_alive: Option<Duration>,

@@ -53,17 +53,13 @@ async fn read_first(conn: &mut Connection) -> FirstPacket {
     }
 }
 
-/// Answers a refused CONNECT and closes.
+/// Answers a refused CONNECT and closes. The codec turns the reason code into a 3.x
+/// return code for 3.x connections.
 async fn refuse(conn: &mut Connection, code: ReasonCode) {
-    let reason = if conn.version.is_v5() {
-        code
-    } else {
-        ReasonCode(code.to_v3_connack())
-    };
     let _ = conn
         .send(&Packet::ConnAck(ConnAck {
             session_present: false,
-            reason_code: reason,
+            reason_code: code,
             properties: Properties::default(),
         }))
         .await;
@@ -102,12 +98,15 @@ pub async fn serve(ctx: Arc<Context>, stream: Box<dyn Stream>, peer: std::net::S
                     refuse(&mut conn, e.reason_code()).await;
                 }
                 _ => {
-                    if let Some(rc) = e.v3_connack_return_code() {
+                    if let Some(code) = e
+                        .v3_connack_return_code()
+                        .and_then(ReasonCode::from_v3_connack)
+                    {
                         conn.version = ProtocolVersion::V3_1_1;
                         let _ = conn
                             .send(&Packet::ConnAck(ConnAck {
                                 session_present: false,
-                                reason_code: ReasonCode(rc),
+                                reason_code: code,
                                 properties: Properties::default(),
                             }))
                             .await;
@@ -137,11 +136,14 @@ async fn establish(
         refuse(&mut conn, ReasonCode::QUOTA_EXCEEDED).await;
         return None;
     };
-    if let Err(code) = authenticate(ctx, &c).await {
-        tracing::info!(%peer, client_id = %c.client_id, code = code.0, "CONNECT refused");
-        refuse(&mut conn, code).await;
-        return None;
-    }
+    let superuser = match authenticate(ctx, &c).await {
+        Ok(s) => s,
+        Err(code) => {
+            tracing::info!(%peer, client_id = %c.client_id, code = code.0, "CONNECT refused");
+            refuse(&mut conn, code).await;
+            return None;
+        }
+    };
     let mut props = Properties::default();
     let client_id = if c.client_id.is_empty() {
         if !v5 && !c.clean_start {
@@ -245,6 +247,7 @@ async fn establish(
         conn_id,
         client_id,
         username: c.username.clone(),
+        superuser,
         version: c.protocol_version,
         expiry_secs,
         keep_alive: (keep_alive > 0).then(|| Duration::from_secs(keep_alive as u64)),
@@ -286,10 +289,11 @@ async fn establish(
     Some(session)
 }
 
-async fn authenticate(ctx: &Context, c: &Connect) -> Result<(), ReasonCode> {
+/// Checks the credentials; `Ok(superuser)` when accepted.
+async fn authenticate(ctx: &Context, c: &Connect) -> Result<bool, ReasonCode> {
     let Some(user) = &c.username else {
         return if ctx.allow_anonymous {
-            Ok(())
+            Ok(false)
         } else {
             Err(ReasonCode::NOT_AUTHORIZED)
         };
@@ -308,7 +312,7 @@ async fn authenticate(ctx: &Context, c: &Connect) -> Result<(), ReasonCode> {
         })
         .await
     {
-        Ok(r) if r.get_ref().ok => Ok(()),
+        Ok(r) if r.get_ref().ok => Ok(r.get_ref().superuser),
         Ok(_) => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
         Err(e) => {
             tracing::warn!(error = %e, "authenticating against meta");

@@ -5,6 +5,7 @@
 use mqtt_codec::{Publish, QoS, ReasonCode, topic};
 
 use super::ack::{puback_for, pubrec_for};
+use crate::mqtt::acl::Action;
 use crate::mqtt::session::{Flow, Session};
 use crate::mqtt::{ingest, now_ms};
 use crate::storage::record::MqttRecord;
@@ -39,6 +40,13 @@ pub async fn handle(s: &mut Session, mut p: Publish) -> Flow {
         ReasonCode::TOPIC_NAME_INVALID
     } else if p.topic.starts_with('$') {
         // `$` topics belong to the broker ($SYS); clients may not publish to them.
+        ReasonCode::NOT_AUTHORIZED
+    } else if !s.superuser
+        && !s
+            .ctx
+            .acl
+            .allowed(s.username.as_deref(), Action::Publish, &p.topic)
+    {
         ReasonCode::NOT_AUTHORIZED
     } else {
         ingest::publish(s.ctx.as_ref(), to_record(&s.client_id, &p)).await

@@ -4,6 +4,7 @@
 
 use mqtt_codec::{Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, topic};
 
+use crate::mqtt::acl::Action;
 use crate::mqtt::ingest;
 use crate::mqtt::outbound::OutMsg;
 use crate::mqtt::session::{Flow, Session};
@@ -22,6 +23,16 @@ pub async fn handle(s: &mut Session, sub: Subscribe) -> Flow {
             // MQTT 5: No Local on a shared subscription is a protocol error.
             Some(new) if new.share_group.is_some() && new.no_local && s.version.is_v5() => {
                 return Flow::Fail(ReasonCode::PROTOCOL_ERROR);
+            }
+            Some(new)
+                if !s.superuser
+                    && !s.ctx.acl.allowed(
+                        s.username.as_deref(),
+                        Action::Subscribe,
+                        &new.filter,
+                    ) =>
+            {
+                ReasonCode::NOT_AUTHORIZED
             }
             Some(new) => {
                 let key = new.full_filter();
