@@ -16,7 +16,9 @@ use anyhow::{Context, Result, bail, ensure};
 use e2e::harness::{Process, TestDir, bin, free_port, http_get, wait_for};
 use e2e::kube::{ControlPlane, repo_root};
 use e2e::meta::client as meta_client;
-use robustmq_proto::meta::{Engine, NameRequest};
+use robustmq_proto::meta::{
+    Engine, ListNodesRequest, NameRequest, NodeRole, NodeState, RegisterNodeRequest,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -143,7 +145,8 @@ async fn operator_on_a_real_control_plane() -> Result<()> {
 
     cluster_creates_every_child_with_the_right_spec(&cp).await?;
     status_turns_ready_with_meta_quorum(&cp).await?;
-    editing_the_spec_updates_only_the_concerned_children(&cp).await?;
+    editing_the_spec_updates_only_the_concerned_children(&cp, &format!("127.0.0.1:{meta_grpc}"))
+        .await?;
     invalid_resources_are_rejected_with_the_schema_message(&cp)?;
     topics_and_policies_land_in_meta(&cp, &format!("127.0.0.1:{meta_grpc}")).await?;
     deleting_the_cluster_garbage_collects_its_children(&cp).await?;
@@ -529,8 +532,22 @@ fn hash(obj: &Value) -> String {
     .to_string()
 }
 
-async fn editing_the_spec_updates_only_the_concerned_children(cp: &ControlPlane) -> Result<()> {
+async fn editing_the_spec_updates_only_the_concerned_children(
+    cp: &ControlPlane,
+    meta_addr: &str,
+) -> Result<()> {
     let ns = "e2e";
+    // Journal node 3 (ordinal 2) registers in meta as a running journal pod would; the
+    // scale-in from 3 to 2 must drain it first.
+    let mut meta = meta_client(meta_addr).await?;
+    meta.register_node(RegisterNodeRequest {
+        id: 3,
+        role: NodeRole::Journal as i32,
+        addr: "demo-journal-2.demo-journal:1778".into(),
+        lease_ttl_ms: 600_000,
+        labels: Default::default(),
+    })
+    .await?;
     let meta_before = hash(&cp.get("statefulset", ns, "demo-meta")?.context("meta")?);
     let journal_before = hash(
         &cp.get("statefulset", ns, "demo-journal")?
@@ -604,6 +621,22 @@ async fn editing_the_spec_updates_only_the_concerned_children(cp: &ControlPlane)
     ensure!(
         events.contains("JournalDrained"),
         "no drain before the scale-in: {events}"
+    );
+    let nodes = meta
+        .list_nodes(ListNodesRequest {
+            role: NodeRole::Journal as i32,
+        })
+        .await?
+        .into_inner();
+    let node3 = nodes
+        .nodes
+        .iter()
+        .filter_map(|n| n.node.as_ref())
+        .find(|n| n.id == 3)
+        .with_context(|| format!("journal node 3 not in meta: {nodes:?}"))?;
+    ensure!(
+        node3.state == NodeState::Draining as i32,
+        "node 3 not drained: {node3:?}"
     );
     Ok(())
 }
