@@ -21,4 +21,5 @@ USER 10001
 VOLUME /data
 # MQTT, MQTT/TLS, WS, WSS, Kafka, Kafka/TLS, meta gRPC, journal gRPC, admin HTTP.
 EXPOSE 1883 8883 8083 8084 9092 9093 1228 1778 8080
-CMD ["robustmq-meta", "--help"]
+# No entrypoint: the operator sets each tier's command (robustmq-meta, robustmq-journal,
+# robustmq-broker).
