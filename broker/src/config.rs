@@ -74,6 +74,8 @@ pub struct BrokerConfig {
     /// How often ACL rules are re-read from meta.
     pub acl_refresh_ms: u64,
     pub lease_ttl_ms: u32,
+    /// How often `$SYS/brokers/{node_id}/...` statistics are published; 0 turns them off.
+    pub sys_interval_ms: u64,
     /// How often topic bindings are re-read from meta.
     pub topic_refresh_ms: u64,
     pub limits: MqttLimits,
@@ -95,6 +97,7 @@ impl Default for BrokerConfig {
             acl_allow_if_no_match: true,
             acl_refresh_ms: 1000,
             lease_ttl_ms: 10_000,
+            sys_interval_ms: 5000,
             topic_refresh_ms: 1000,
             limits: MqttLimits::default(),
         }

@@ -122,6 +122,12 @@ pub async fn start(
         ctx.clone(),
         tasks.clone(),
     ));
+    if cfg.sys_interval_ms > 0 {
+        tasks.spawn(crate::mqtt::sys::run(
+            ctx.clone(),
+            Duration::from_millis(cfg.sys_interval_ms),
+        ));
+    }
     let ready = Arc::new(AtomicBool::new(true));
     tasks.spawn(admin::serve(
         admin_listener,

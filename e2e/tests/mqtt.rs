@@ -234,6 +234,38 @@ async fn mosquitto_clients_exchange_messages_at_every_qos() -> Result<()> {
         ok && out.trim() == "kept",
         "retained via mosquitto_sub: {out:?}"
     );
+
+    // $SYS statistics arrive every 5 s on $SYS/brokers/#, and never on `#`.
+    let all = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-t", "#", "-v", "-W", "7"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let sys = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-t", "$SYS/brokers/#", "-v"])
+        .args(["-C", "7", "-W", "15"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (ok, out) = finish(sys, Duration::from_secs(20))?;
+    assert!(ok, "no $SYS statistics within 15 s: {out:?}");
+    for t in [
+        "version",
+        "uptime",
+        "clients/connected",
+        "messages/received",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("$SYS/brokers/1/{t} "))),
+            "$SYS/brokers/1/{t} missing from {out:?}"
+        );
+    }
+    let (_, out) = finish(all, Duration::from_secs(20))?;
+    assert!(
+        !out.contains("$SYS"),
+        "a `#` subscription must not receive $SYS topics: {out:?}"
+    );
     sa.stop();
     dir.pass();
     Ok(())

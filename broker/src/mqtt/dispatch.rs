@@ -30,6 +30,8 @@ const READ_WAIT: Duration = Duration::from_millis(500);
 /// A record handed to a session, with the strongest matching subscription's options.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// False for messages that never went through storage ($SYS): no progress to track.
+    pub stored: bool,
     pub key: ShardKey,
     pub offset: u64,
     pub record: Arc<MqttRecord>,
@@ -75,6 +77,7 @@ pub fn match_plain(
         }
         let qos = s.qos.min(QoS::from_u8(record.qos).unwrap_or_default());
         let d = best.get_or_insert_with(|| Delivery {
+            stored: true,
             key: key.clone(),
             offset,
             record: record.clone(),
@@ -171,6 +174,7 @@ impl Dispatcher {
                     self.send(
                         &e.tx,
                         Delivery {
+                            stored: true,
                             key: key.clone(),
                             offset: *offset,
                             record: record.clone(),
@@ -183,6 +187,21 @@ impl Dispatcher {
             }
         }
         t.positions.insert(key.clone(), next);
+    }
+
+    /// Delivers a broker-generated message ($SYS) to this broker's matching sessions at
+    /// QoS 0, without storing it.
+    pub fn deliver_local(&self, record: MqttRecord) {
+        let record = Arc::new(record);
+        let key: ShardKey = (String::new(), 0);
+        let t = self.lock();
+        for e in t.sessions.values() {
+            if let Some(mut d) = match_plain(&e.subs, &e.client_id, &key, 0, &record) {
+                d.stored = false;
+                d.qos = QoS::AtMostOnce;
+                self.send(&e.tx, d);
+            }
+        }
     }
 
     fn send(&self, tx: &mpsc::Sender<Delivery>, d: Delivery) {

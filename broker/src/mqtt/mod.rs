@@ -25,6 +25,7 @@ pub mod outbound;
 pub mod registry;
 pub mod session;
 pub mod state;
+pub mod sys;
 pub mod will;
 
 use std::sync::Arc;

@@ -90,7 +90,7 @@ impl Session {
         let retain = d.retain_as_published && d.record.retain;
         self.out.enqueue(
             OutMsg {
-                source: Some((d.key, d.offset)),
+                source: d.stored.then_some((d.key, d.offset)),
                 record: d.record,
                 qos: d.qos,
                 retain,
@@ -241,6 +241,9 @@ impl Session {
         let positions = ctx.dispatcher.detach(self.conn_id);
         let mut unfinished = self.out.unfinished();
         while let Ok(d) = self.rx.try_recv() {
+            if !d.stored {
+                continue;
+            }
             let e = unfinished.entry(d.key.clone()).or_insert(d.offset);
             *e = (*e).min(d.offset);
         }
