@@ -59,19 +59,8 @@ impl MetaCluster {
         let mut nodes = BTreeMap::new();
         for (id, (grpc, admin)) in addrs {
             let data = dir.path().join(format!("meta-{id}"));
-            let mut args: Vec<String> = vec![
-                "--node-id".into(),
-                id.to_string(),
-                "--grpc-addr".into(),
-                grpc.clone(),
-                "--admin-addr".into(),
-                admin.clone(),
-                "--data-dir".into(),
-                data.display().to_string(),
-                "--peers".into(),
-                peers.clone(),
-            ];
-            args.extend(FAST_RAFT.iter().map(|s| s.to_string()));
+            let mut args = node_args(id, &grpc, &admin, &data);
+            args.extend(["--peers".to_string(), peers.clone()]);
             args.extend(extra_args.iter().map(|s| s.to_string()));
             let mut process = Process::new(
                 &format!("meta-{id}"),
@@ -197,6 +186,22 @@ impl MetaCluster {
     }
 }
 
+/// The arguments every test node gets: identity, loopback addresses, data dir, fast Raft.
+fn node_args(id: u64, grpc: &str, admin: &str, data: &std::path::Path) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--node-id".into(),
+        id.to_string(),
+        "--grpc-addr".into(),
+        grpc.into(),
+        "--admin-addr".into(),
+        admin.into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    args.extend(FAST_RAFT.iter().map(|s| s.to_string()));
+    args
+}
+
 /// A gRPC client of a meta node, connecting with retries for up to 10 s.
 pub async fn client(addr: &str) -> Result<MetaServiceClient<Channel>> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
@@ -220,18 +225,8 @@ impl MetaCluster {
         let grpc = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
         let data = self.dir.path().join(format!("meta-{id}"));
-        let mut args: Vec<String> = vec![
-            "--node-id".into(),
-            id.to_string(),
-            "--grpc-addr".into(),
-            grpc.clone(),
-            "--admin-addr".into(),
-            admin.clone(),
-            "--data-dir".into(),
-            data.display().to_string(),
-            "--join".into(),
-        ];
-        args.extend(FAST_RAFT.iter().map(|s| s.to_string()));
+        let mut args = node_args(id, &grpc, &admin, &data);
+        args.push("--join".into());
         let mut process = Process::new(
             &format!("meta-{id}"),
             bin("robustmq-meta"),

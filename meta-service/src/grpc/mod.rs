@@ -49,6 +49,32 @@ impl MetaGrpc {
         self.node.read(stale, f).await.map_err(Status::from)
     }
 
+    /// A linearizable (or stale) lookup of one object, NOT_FOUND naming it when absent.
+    async fn get_one<R, T>(
+        &self,
+        req: &Request<R>,
+        kind: &str,
+        name: &str,
+        f: impl FnOnce(&State) -> Option<T>,
+    ) -> Result<Response<T>, Status> {
+        self.read(req, f)
+            .await?
+            .map(Response::new)
+            .ok_or_else(|| not_found(kind, name))
+    }
+
+    async fn put_policy(
+        &self,
+        policy: &StoragePolicy,
+        create: bool,
+    ) -> Result<Response<StoragePolicy>, Status> {
+        let policy = Pb(normalize_policy(policy)?);
+        match self.write(Command::PutPolicy { policy, create }).await? {
+            Output::Policy(p) => Ok(Response::new(p.0)),
+            o => Err(unexpected(o)),
+        }
+    }
+
     fn cluster_info(&self) -> ClusterInfo {
         let m = self.node.raft_metrics();
         let (voters, learners) = self.node.members();
@@ -253,34 +279,14 @@ impl MetaService for MetaGrpc {
         &self,
         req: Request<StoragePolicy>,
     ) -> Result<Response<StoragePolicy>, Status> {
-        let p = normalize_policy(req.get_ref())?;
-        match self
-            .write(Command::PutPolicy {
-                policy: Pb(p),
-                create: true,
-            })
-            .await?
-        {
-            Output::Policy(p) => Ok(Response::new(p.0)),
-            o => Err(unexpected(o)),
-        }
+        self.put_policy(req.get_ref(), true).await
     }
 
     async fn update_policy(
         &self,
         req: Request<StoragePolicy>,
     ) -> Result<Response<StoragePolicy>, Status> {
-        let p = normalize_policy(req.get_ref())?;
-        match self
-            .write(Command::PutPolicy {
-                policy: Pb(p),
-                create: false,
-            })
-            .await?
-        {
-            Output::Policy(p) => Ok(Response::new(p.0)),
-            o => Err(unexpected(o)),
-        }
+        self.put_policy(req.get_ref(), false).await
     }
 
     async fn get_policy(
@@ -288,10 +294,10 @@ impl MetaService for MetaGrpc {
         req: Request<NameRequest>,
     ) -> Result<Response<StoragePolicy>, Status> {
         let name = req.get_ref().name.clone();
-        self.read(&req, |s| s.get::<StoragePolicy>(&keys::policy(&name)))
-            .await?
-            .map(Response::new)
-            .ok_or_else(|| not_found("storage policy", &name))
+        self.get_one(&req, "storage policy", &name, |s| {
+            s.get::<StoragePolicy>(&keys::policy(&name))
+        })
+        .await
     }
 
     async fn list_policies(
@@ -329,10 +335,8 @@ impl MetaService for MetaGrpc {
         req: Request<NameRequest>,
     ) -> Result<Response<TopicWithShards>, Status> {
         let name = req.get_ref().name.clone();
-        self.read(&req, |s| topic_with_shards(s, &name))
-            .await?
-            .map(Response::new)
-            .ok_or_else(|| not_found("topic", &name))
+        self.get_one(&req, "topic", &name, |s| topic_with_shards(s, &name))
+            .await
     }
 
     async fn list_topics(
@@ -499,10 +503,10 @@ impl MetaService for MetaGrpc {
 
     async fn get_session(&self, req: Request<NameRequest>) -> Result<Response<Session>, Status> {
         let id = req.get_ref().name.clone();
-        self.read(&req, |s| s.get::<Session>(&keys::session(&id)))
-            .await?
-            .map(Response::new)
-            .ok_or_else(|| not_found("session", &id))
+        self.get_one(&req, "session", &id, |s| {
+            s.get::<Session>(&keys::session(&id))
+        })
+        .await
     }
 
     async fn delete_session(&self, req: Request<NameRequest>) -> Result<Response<Empty>, Status> {
@@ -542,10 +546,10 @@ impl MetaService for MetaGrpc {
         req: Request<NameRequest>,
     ) -> Result<Response<RetainedMessage>, Status> {
         let topic = req.get_ref().name.clone();
-        self.read(&req, |s| s.get::<RetainedMessage>(&keys::retained(&topic)))
-            .await?
-            .map(Response::new)
-            .ok_or_else(|| not_found("retained message", &topic))
+        self.get_one(&req, "retained message", &topic, |s| {
+            s.get::<RetainedMessage>(&keys::retained(&topic))
+        })
+        .await
     }
 
     async fn match_retained(
@@ -599,10 +603,8 @@ impl MetaService for MetaGrpc {
 
     async fn get_user(&self, req: Request<NameRequest>) -> Result<Response<User>, Status> {
         let name = req.get_ref().name.clone();
-        self.read(&req, |s| s.get::<User>(&keys::user(&name)))
-            .await?
-            .map(Response::new)
-            .ok_or_else(|| not_found("user", &name))
+        self.get_one(&req, "user", &name, |s| s.get::<User>(&keys::user(&name)))
+            .await
     }
 
     async fn list_users(

@@ -128,9 +128,9 @@ pub(super) fn drain(s: &mut State, role: i32, id: u64) -> MetaResult<Output> {
     Ok(Output::Node(Pb(node)))
 }
 
-/// Marks nodes whose lease lapsed as expired and moves their shard leaderships away.
-pub(super) fn expire_leases(s: &mut State, now: u64) {
-    let lapsed: Vec<(NodeRole, u64)> = [NodeRole::Broker, NodeRole::Journal]
+/// Nodes not yet expired whose lease has lapsed at `now`.
+fn lapsed(s: &State, now: u64) -> Vec<(NodeRole, u64)> {
+    [NodeRole::Broker, NodeRole::Journal]
         .into_iter()
         .flat_map(|role| {
             s.list::<Node>(&keys::nodes_of(role))
@@ -143,7 +143,12 @@ pub(super) fn expire_leases(s: &mut State, now: u64) {
                 .map(move |n| (role, n.id))
                 .collect::<Vec<_>>()
         })
-        .collect();
+        .collect()
+}
+
+/// Marks nodes whose lease lapsed as expired and moves their shard leaderships away.
+pub(super) fn expire_leases(s: &mut State, now: u64) {
+    let lapsed = lapsed(s, now);
     // Mark every lapsed node first, so that leadership never moves to a node that is
     // lapsing in the same sweep.
     for (role, id) in &lapsed {
@@ -163,15 +168,5 @@ pub(super) fn expire_leases(s: &mut State, now: u64) {
 /// Whether any live node's lease has lapsed (checked by the leader before proposing a
 /// sweep, so that an idle cluster writes nothing).
 pub(super) fn has_lapsed_lease(s: &State, now: u64) -> bool {
-    [NodeRole::Broker, NodeRole::Journal]
-        .into_iter()
-        .any(|role| {
-            s.list::<Node>(&keys::nodes_of(role))
-                .into_iter()
-                .filter(|n| n.state != NodeState::Expired as i32)
-                .any(|n| {
-                    s.get::<Lease>(&keys::lease(role, n.id))
-                        .is_none_or(|l| l.expires_at_ms <= now)
-                })
-        })
+    !lapsed(s, now).is_empty()
 }
