@@ -297,7 +297,11 @@ cmd_start() {
     --unsafe-no-fsync --quota-backend-bytes 2147483648 --log-level warn
   wait_until etcd "healthy" curl -fsS "$etcd_url/health"
 
-  # ---- kube-apiserver (default admission plugins, RBAC+Node authorization)
+  # ---- kube-apiserver (default admission plugins, RBAC+Node authorization).
+  # WatchList=false: etcd 3.5.1 lacks progress notify, so watch-list requests
+  # (sendInitialEvents) would fail inside the stream and client-go 0.35+
+  # clients such as kwok would re-list with backoff forever; refused up front
+  # (422), they fall back to LIST+WATCH once.
   launch kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers "$etcd_url" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
@@ -337,9 +341,7 @@ cmd_start() {
     --leader-elect=false --profiling=false --v=1
   # ---- kwok (HOME points into the state dir so no ~/.kwok/kwok.yaml is picked up)
   mkdir -p "$S/kwok-home"
-  # etcd 3.5.1 lacks RequestWatchProgress, so streaming lists (WatchListClient)
-  # would only fail and fall back: switch them off in kwok's client-go.
-  launch kwok env HOME="$S/kwok-home" KUBE_FEATURE_WatchListClient=false "$BIN/kwok" \
+  launch kwok env HOME="$S/kwok-home" "$BIN/kwok" \
     --config "$HERE/kwok-stages.yaml" \
     --kubeconfig "$S/kwok.kubeconfig" \
     --manage-all-nodes=false \
