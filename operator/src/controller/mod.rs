@@ -275,3 +275,6 @@ mod tests {
         assert_eq!(backoff_delay(40), Duration::from_secs(300));
     }
 }
+
+#[cfg(test)]
+mod mock_tests;
