@@ -60,8 +60,9 @@ pub struct BrokerConfig {
     /// Meta-service gRPC address(es), comma-separated; the first is used.
     pub meta: String,
     pub mqtt_addr: String,
-    /// Empty: not served (TLS and WebSocket listeners come in a later step).
+    /// MQTT over TLS (needs `tls_cert` and `tls_key`); empty: not served.
     pub mqtt_tls_addr: String,
+    /// WebSocket listeners: not served by this build yet; must stay empty.
     pub mqtt_ws_addr: String,
     pub mqtt_wss_addr: String,
     pub admin_addr: String,
@@ -194,8 +195,15 @@ impl BrokerConfig {
         if self.admin_addr.parse::<std::net::SocketAddr>().is_err() {
             return bad("admin_addr", "not a host:port socket address");
         }
+        if !self.mqtt_tls_addr.is_empty() {
+            if self.mqtt_tls_addr.parse::<std::net::SocketAddr>().is_err() {
+                return bad("mqtt_tls_addr", "not a host:port socket address");
+            }
+            if self.tls_cert.is_none() || self.tls_key.is_none() {
+                return bad("mqtt_tls_addr", "needs tls_cert and tls_key (PEM files)");
+            }
+        }
         for (k, v) in [
-            ("mqtt_tls_addr", &self.mqtt_tls_addr),
             ("mqtt_ws_addr", &self.mqtt_ws_addr),
             ("mqtt_wss_addr", &self.mqtt_wss_addr),
         ] {

@@ -23,6 +23,8 @@ use crate::storage::appender::Appender;
 /// A started broker.
 pub struct RunningBroker {
     pub mqtt_addr: SocketAddr,
+    /// Set when `mqtt_tls_addr` is configured.
+    pub mqtt_tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub ctx: Arc<Context>,
     tasks: TaskTracker,
@@ -66,8 +68,19 @@ pub async fn start(
         return Err(e);
     }
 
-    let mqtt_listener = TcpListener::bind(&cfg.mqtt_addr).await?;
-    let admin_listener = TcpListener::bind(&cfg.admin_addr).await?;
+    let mqtt_listener = bind("mqtt_addr", &cfg.mqtt_addr).await?;
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) if !cfg.mqtt_tls_addr.is_empty() => Some((
+            bind("mqtt_tls_addr", &cfg.mqtt_tls_addr).await?,
+            crate::mqtt::tls::acceptor(cert, key)?,
+        )),
+        _ => None,
+    };
+    let mqtt_tls_addr = match &tls {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
+    let admin_listener = bind("admin_addr", &cfg.admin_addr).await?;
     let mqtt_addr = mqtt_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
@@ -128,6 +141,14 @@ pub async fn start(
             Duration::from_millis(cfg.sys_interval_ms),
         ));
     }
+    if let Some((listener, acceptor)) = tls {
+        tasks.spawn(crate::mqtt::tls::serve_tls(
+            listener,
+            acceptor,
+            ctx.clone(),
+            tasks.clone(),
+        ));
+    }
     let ready = Arc::new(AtomicBool::new(true));
     tasks.spawn(admin::serve(
         admin_listener,
@@ -145,10 +166,21 @@ pub async fn start(
     });
     Ok(RunningBroker {
         mqtt_addr,
+        mqtt_tls_addr,
         admin_addr,
         ctx,
         tasks,
     })
+}
+
+/// Binds a listener, naming the config key when it fails (e.g. the port is taken).
+pub async fn bind(key: &'static str, addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| BrokerError::Startup {
+            what: key,
+            reason: format!("binding {addr}: {e}"),
+        })
 }
 
 /// Parses a socket address, naming the key when it is wrong.

@@ -21,7 +21,6 @@ use journal::{EngineKind, FsyncPolicy, ShardSpec};
 use meta_service::config::MetaConfig;
 use meta_service::server::MetaServer;
 use robustmq_proto::meta::{self, NameRequest};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
@@ -168,7 +167,7 @@ impl Standalone {
             .open_existing()
             .await
             .map_err(|e| startup("journal")(e.to_string()))?;
-        let journal_listener = TcpListener::bind(&cfg.journal_addr).await?;
+        let journal_listener = crate::server::bind("journal_addr", &cfg.journal_addr).await?;
         let journal_addr = journal_listener.local_addr()?;
         let journal_task = tokio::spawn({
             let shards = shards.clone();

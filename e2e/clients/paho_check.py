@@ -43,6 +43,8 @@ def client(args, client_id="", clean=True, expiry=None):
     c.on_connect = lambda cl, ud, flags, rc, props: cl.connack.put((flags, rc))
     c.on_subscribe = lambda cl, ud, mid, rcs, props: cl.subacks.put(rcs)
     c._rmq = dict(clean=clean, expiry=expiry)
+    if getattr(args, "cafile", None):
+        c.tls_set(ca_certs=args.cafile)
     return c
 
 
@@ -366,6 +368,7 @@ def main():
     ap.add_argument("--delay", type=int, default=0)
     ap.add_argument("--port2", type=int)
     ap.add_argument("--client-id", default="")
+    ap.add_argument("--cafile", help="connect over TLS, trusting this CA/certificate")
     ap.add_argument("--username", default="")
     ap.add_argument("--password", default="")
     args = ap.parse_args()

@@ -684,3 +684,97 @@ async fn split_deployment_delivers_across_brokers_and_resumes_a_session_after_a_
     dir.pass();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_serves_mosquitto_and_paho_with_a_pem_certificate() -> Result<()> {
+    require("openssl");
+    require("mosquitto_pub");
+    let py = python();
+    let dir = TestDir::new("mqtt-tls");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let st = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()?;
+    assert!(st.success(), "openssl could not make a test certificate");
+    let tls_port = free_port();
+    let tls_addr = format!("127.0.0.1:{tls_port}");
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let mut sa = Standalone::start(
+        &dir,
+        &[
+            "--mqtt-tls-addr",
+            &tls_addr,
+            "--tls-cert",
+            &cert_s,
+            "--tls-key",
+            &key_s,
+        ],
+    )
+    .await?;
+    let port = tls_port.to_string();
+
+    // A client that does not speak TLS is dropped without harming anyone.
+    let mut plain = TcpStream::connect(("127.0.0.1", tls_port))?;
+    plain.set_read_timeout(Some(Duration::from_secs(5)))?;
+    plain.write_all(&connect_v5("plain"))?;
+    let mut buf = [0u8; 64];
+    let n = plain.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || buf[0] != 0x20,
+        "plain MQTT on the TLS port must not get a CONNACK"
+    );
+
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "--cafile", &cert_s])
+        .args(["-t", "e2e/tls/#", "-v", "-C", "2", "-W", "15", "-q", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(700));
+    for i in 0..2 {
+        let st = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "--cafile", &cert_s])
+            .args(["-t", "e2e/tls/x", "-q", "1", "-m", &format!("secure-{i}")])
+            .status()?;
+        assert!(st.success(), "mosquitto_pub over TLS failed");
+    }
+    let (ok, out) = finish(sub, Duration::from_secs(20))?;
+    assert!(
+        ok && out.lines().collect::<Vec<_>>() == ["e2e/tls/x secure-0", "e2e/tls/x secure-1"],
+        "mosquitto over TLS: {out:?}"
+    );
+
+    for version in ["3", "5"] {
+        let child = Command::new(&py)
+            .arg(clients_dir().join("paho_check.py"))
+            .args([
+                "pubsub",
+                "--port",
+                &port,
+                "--version",
+                version,
+                "--qos",
+                "1",
+            ])
+            .args(["--cafile", &cert_s])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (ok, out) = finish(child, Duration::from_secs(60))?;
+        assert!(ok, "paho over TLS v{version}:\n{out}");
+        print!("{out}");
+    }
+    sa.stop();
+    dir.pass();
+    Ok(())
+}

@@ -47,10 +47,16 @@ async fn run(cfg: BrokerConfig) -> anyhow::Result<()> {
     let b = broker::server::start(&cfg, storage, cancel.clone())
         .await
         .context("starting the broker")?;
-    println!(
-        "robustmq-broker listening mqtt={} admin={}",
-        b.mqtt_addr, b.admin_addr
-    );
+    match b.mqtt_tls_addr {
+        Some(tls) => println!(
+            "robustmq-broker listening mqtt={} mqtts={tls} admin={}",
+            b.mqtt_addr, b.admin_addr
+        ),
+        None => println!(
+            "robustmq-broker listening mqtt={} admin={}",
+            b.mqtt_addr, b.admin_addr
+        ),
+    }
     tracing::info!(node_id = cfg.node_id, mqtt = %b.mqtt_addr, admin = %b.admin_addr, "broker up");
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -1,7 +1,7 @@
 //! The MQTT server, in layers:
 //!
 //! ```text
-//! listener    accepts sockets, enforces the connection limit
+//! listener    accepts sockets (TCP; TLS in `tls`), enforces the connection limit
 //! connection  the only code that touches bytes: framing with mqtt-codec, buffers
 //! session     one client's state and its event loop (packets in, deliveries out,
 //!             keep alive, takeover)
@@ -26,6 +26,7 @@ pub mod registry;
 pub mod session;
 pub mod state;
 pub mod sys;
+pub mod tls;
 pub mod will;
 
 use std::sync::Arc;

@@ -49,6 +49,15 @@ struct StandaloneArgs {
     meta_admin_addr: String,
     #[arg(long, default_value = "127.0.0.1:1778", env = "ROBUSTMQ_JOURNAL_ADDR")]
     journal_addr: String,
+    /// MQTT over TLS; served when --tls-cert and --tls-key are given.
+    #[arg(long, default_value = "0.0.0.0:8883", env = "ROBUSTMQ_MQTT_TLS_ADDR")]
+    mqtt_tls_addr: String,
+    /// PEM certificate chain for the TLS listener.
+    #[arg(long, env = "ROBUSTMQ_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listener.
+    #[arg(long, env = "ROBUSTMQ_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Refuse clients without a username and password.
     #[arg(long)]
     no_anonymous: bool,
@@ -89,6 +98,11 @@ async fn standalone(a: StandaloneArgs) -> anyhow::Result<()> {
     cfg.broker.mqtt_addr = a.mqtt_addr;
     cfg.broker.admin_addr = a.admin_addr;
     cfg.broker.allow_anonymous = !a.no_anonymous;
+    if a.tls_cert.is_some() {
+        cfg.broker.mqtt_tls_addr = a.mqtt_tls_addr;
+        cfg.broker.tls_cert = a.tls_cert;
+        cfg.broker.tls_key = a.tls_key;
+    }
     if let Some(m) = a.max_packet_size {
         cfg.broker.limits.max_packet_size = m;
     }
@@ -97,8 +111,13 @@ async fn standalone(a: StandaloneArgs) -> anyhow::Result<()> {
     let s = Standalone::start(cfg, cancel.clone())
         .await
         .context("starting standalone mode")?;
+    let tls = s
+        .broker
+        .mqtt_tls_addr
+        .map(|a| format!(" mqtts={a}"))
+        .unwrap_or_default();
     println!(
-        "robustmq standalone listening mqtt={} admin={} meta={} journal={}",
+        "robustmq standalone listening mqtt={}{tls} admin={} meta={} journal={}",
         s.broker.mqtt_addr, s.broker.admin_addr, s.meta_addr, s.journal_addr
     );
     shutdown_signal().await;
