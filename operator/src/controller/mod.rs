@@ -202,11 +202,14 @@ pub async fn run(
     };
 
     let wc = watcher::Config::default;
+    // Children are watched through their label, so the operator does not cache every
+    // Service and ConfigMap of the cluster.
+    let owned = || wc().labels("app.kubernetes.io/managed-by=robustmq-operator");
     let clusters = Controller::new(api::<RobustMQCluster>(&client, &namespace), wc())
-        .owns(api::<StatefulSet>(&client, &namespace), wc())
-        .owns(api::<Deployment>(&client, &namespace), wc())
-        .owns(api::<Service>(&client, &namespace), wc())
-        .owns(api::<ConfigMap>(&client, &namespace), wc())
+        .owns(api::<StatefulSet>(&client, &namespace), owned())
+        .owns(api::<Deployment>(&client, &namespace), owned())
+        .owns(api::<Service>(&client, &namespace), owned())
+        .owns(api::<ConfigMap>(&client, &namespace), owned())
         .graceful_shutdown_on(trigger(&tx))
         .run(
             |obj, ctx| instrumented("robustmqcluster", obj, ctx, cluster::reconcile),
