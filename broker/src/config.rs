@@ -62,8 +62,9 @@ pub struct BrokerConfig {
     pub mqtt_addr: String,
     /// MQTT over TLS (needs `tls_cert` and `tls_key`); empty: not served.
     pub mqtt_tls_addr: String,
-    /// WebSocket listeners: not served by this build yet; must stay empty.
+    /// MQTT over WebSocket (subprotocol `mqtt`); empty: not served.
     pub mqtt_ws_addr: String,
+    /// MQTT over WebSocket over TLS (needs `tls_cert` and `tls_key`); empty: not served.
     pub mqtt_wss_addr: String,
     pub admin_addr: String,
     pub tls_cert: Option<PathBuf>,
@@ -207,9 +208,12 @@ impl BrokerConfig {
             ("mqtt_ws_addr", &self.mqtt_ws_addr),
             ("mqtt_wss_addr", &self.mqtt_wss_addr),
         ] {
-            if !v.is_empty() {
-                return bad(k, "not served yet by this build (TCP only); leave it empty");
+            if !v.is_empty() && v.parse::<std::net::SocketAddr>().is_err() {
+                return bad(k, "not a host:port socket address");
             }
+        }
+        if !self.mqtt_wss_addr.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return bad("mqtt_wss_addr", "needs tls_cert and tls_key (PEM files)");
         }
         let l = &self.limits;
         if l.max_packet_size < 64 {

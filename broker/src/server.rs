@@ -25,6 +25,8 @@ pub struct RunningBroker {
     pub mqtt_addr: SocketAddr,
     /// Set when `mqtt_tls_addr` is configured.
     pub mqtt_tls_addr: Option<SocketAddr>,
+    pub mqtt_ws_addr: Option<SocketAddr>,
+    pub mqtt_wss_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub ctx: Arc<Context>,
     tasks: TaskTracker,
@@ -69,12 +71,31 @@ pub async fn start(
     }
 
     let mqtt_listener = bind("mqtt_addr", &cfg.mqtt_addr).await?;
-    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(cert), Some(key)) if !cfg.mqtt_tls_addr.is_empty() => Some((
-            bind("mqtt_tls_addr", &cfg.mqtt_tls_addr).await?,
-            crate::mqtt::tls::acceptor(cert, key)?,
-        )),
+    let acceptor = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::mqtt::tls::acceptor(cert, key)?),
         _ => None,
+    };
+    let tls = match &acceptor {
+        Some(a) if !cfg.mqtt_tls_addr.is_empty() => {
+            Some((bind("mqtt_tls_addr", &cfg.mqtt_tls_addr).await?, a.clone()))
+        }
+        _ => None,
+    };
+    let ws = match cfg.mqtt_ws_addr.as_str() {
+        "" => None,
+        a => Some(bind("mqtt_ws_addr", a).await?),
+    };
+    let wss = match (&acceptor, cfg.mqtt_wss_addr.as_str()) {
+        (Some(acc), a) if !a.is_empty() => Some((bind("mqtt_wss_addr", a).await?, acc.clone())),
+        _ => None,
+    };
+    let mqtt_ws_addr = match &ws {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    let mqtt_wss_addr = match &wss {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
     };
     let mqtt_tls_addr = match &tls {
         Some((l, _)) => Some(l.local_addr()?),
@@ -149,6 +170,22 @@ pub async fn start(
             tasks.clone(),
         ));
     }
+    if let Some(listener) = ws {
+        tasks.spawn(crate::mqtt::ws::serve_ws(
+            listener,
+            None,
+            ctx.clone(),
+            tasks.clone(),
+        ));
+    }
+    if let Some((listener, acceptor)) = wss {
+        tasks.spawn(crate::mqtt::ws::serve_ws(
+            listener,
+            Some(acceptor),
+            ctx.clone(),
+            tasks.clone(),
+        ));
+    }
     let ready = Arc::new(AtomicBool::new(true));
     tasks.spawn(admin::serve(
         admin_listener,
@@ -167,6 +204,8 @@ pub async fn start(
     Ok(RunningBroker {
         mqtt_addr,
         mqtt_tls_addr,
+        mqtt_ws_addr,
+        mqtt_wss_addr,
         admin_addr,
         ctx,
         tasks,

@@ -35,7 +35,11 @@ def client(args, client_id="", clean=True, expiry=None):
     kw = {}
     if proto == mqtt.MQTTv311:
         kw["clean_session"] = clean
+    if getattr(args, "ws", False):
+        kw["transport"] = "websockets"
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kw)
+    if getattr(args, "ws", False):
+        c.ws_set_options(path="/mqtt")
     c.inbox = queue.Queue()
     c.connack = queue.Queue()
     c.subacks = queue.Queue()
@@ -368,6 +372,7 @@ def main():
     ap.add_argument("--delay", type=int, default=0)
     ap.add_argument("--port2", type=int)
     ap.add_argument("--client-id", default="")
+    ap.add_argument("--ws", action="store_true", help="connect over WebSocket (subprotocol mqtt)")
     ap.add_argument("--cafile", help="connect over TLS, trusting this CA/certificate")
     ap.add_argument("--username", default="")
     ap.add_argument("--password", default="")

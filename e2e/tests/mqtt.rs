@@ -20,6 +20,8 @@ use e2e::harness::{Process, TestDir, bin, free_port, http_get, wait_for};
 struct Standalone {
     proc: Process,
     mqtt: u16,
+    /// MQTT over WebSocket.
+    ws: u16,
     /// Meta gRPC address (for `robustmq ctl`).
     meta: String,
 }
@@ -29,8 +31,11 @@ impl Standalone {
         let mqtt = free_port();
         let admin = format!("127.0.0.1:{}", free_port());
         let meta = format!("127.0.0.1:{}", free_port());
+        let ws = free_port();
         let mut args: Vec<String> = vec![
             "standalone".into(),
+            "--mqtt-ws-addr".into(),
+            format!("127.0.0.1:{ws}"),
             "--data-dir".into(),
             dir.path().join("data").display().to_string(),
             "--mqtt-addr".into(),
@@ -57,7 +62,12 @@ impl Standalone {
             }
         })
         .await?;
-        Ok(Standalone { proc, mqtt, meta })
+        Ok(Standalone {
+            proc,
+            mqtt,
+            ws,
+            meta,
+        })
     }
 
     fn stop(&mut self) {
@@ -686,7 +696,7 @@ async fn split_deployment_delivers_across_brokers_and_resumes_a_session_after_a_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_listener_serves_mosquitto_and_paho_with_a_pem_certificate() -> Result<()> {
+async fn tls_websocket_and_wss_listeners_serve_mosquitto_and_paho() -> Result<()> {
     require("openssl");
     require("mosquitto_pub");
     let py = python();
@@ -709,9 +719,13 @@ async fn tls_listener_serves_mosquitto_and_paho_with_a_pem_certificate() -> Resu
     let tls_port = free_port();
     let tls_addr = format!("127.0.0.1:{tls_port}");
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let wss_port = free_port();
+    let wss_addr = format!("127.0.0.1:{wss_port}");
     let mut sa = Standalone::start(
         &dir,
         &[
+            "--mqtt-wss-addr",
+            &wss_addr,
             "--mqtt-tls-addr",
             &tls_addr,
             "--tls-cert",
@@ -753,6 +767,32 @@ async fn tls_listener_serves_mosquitto_and_paho_with_a_pem_certificate() -> Resu
         ok && out.lines().collect::<Vec<_>>() == ["e2e/tls/x secure-0", "e2e/tls/x secure-1"],
         "mosquitto over TLS: {out:?}"
     );
+
+    // WebSocket (subprotocol mqtt) and WebSocket over TLS, with paho.
+    let ws = sa.ws.to_string();
+    let wss = wss_port.to_string();
+    for (p, tls) in [(ws.as_str(), false), (wss.as_str(), true)] {
+        for version in ["3", "5"] {
+            let mut cmd = Command::new(&py);
+            cmd.arg(clients_dir().join("paho_check.py")).args([
+                "pubsub",
+                "--port",
+                p,
+                "--version",
+                version,
+                "--qos",
+                "2",
+                "--ws",
+            ]);
+            if tls {
+                cmd.args(["--cafile", &cert_s]);
+            }
+            let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+            let (ok, out) = finish(child, Duration::from_secs(60))?;
+            assert!(ok, "paho over WebSocket (tls={tls}) v{version}:\n{out}");
+            print!("{out}");
+        }
+    }
 
     for version in ["3", "5"] {
         let child = Command::new(&py)

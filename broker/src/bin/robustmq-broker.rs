@@ -47,16 +47,18 @@ async fn run(cfg: BrokerConfig) -> anyhow::Result<()> {
     let b = broker::server::start(&cfg, storage, cancel.clone())
         .await
         .context("starting the broker")?;
-    match b.mqtt_tls_addr {
-        Some(tls) => println!(
-            "robustmq-broker listening mqtt={} mqtts={tls} admin={}",
-            b.mqtt_addr, b.admin_addr
-        ),
-        None => println!(
-            "robustmq-broker listening mqtt={} admin={}",
-            b.mqtt_addr, b.admin_addr
-        ),
-    }
+    let extra = [
+        ("mqtts", b.mqtt_tls_addr),
+        ("ws", b.mqtt_ws_addr),
+        ("wss", b.mqtt_wss_addr),
+    ]
+    .iter()
+    .filter_map(|(k, a)| a.map(|a| format!(" {k}={a}")))
+    .collect::<String>();
+    println!(
+        "robustmq-broker listening mqtt={}{extra} admin={}",
+        b.mqtt_addr, b.admin_addr
+    );
     tracing::info!(node_id = cfg.node_id, mqtt = %b.mqtt_addr, admin = %b.admin_addr, "broker up");
     shutdown_signal().await;
     tracing::info!("shutting down");

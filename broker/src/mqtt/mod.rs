@@ -1,7 +1,7 @@
 //! The MQTT server, in layers:
 //!
 //! ```text
-//! listener    accepts sockets (TCP; TLS in `tls`), enforces the connection limit
+//! listener    accepts sockets (TCP; TLS in `tls`; WebSocket and WSS in `ws`)
 //! connection  the only code that touches bytes: framing with mqtt-codec, buffers
 //! session     one client's state and its event loop (packets in, deliveries out,
 //!             keep alive, takeover)
@@ -28,6 +28,7 @@ pub mod state;
 pub mod sys;
 pub mod tls;
 pub mod will;
+pub mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -52,6 +52,12 @@ struct StandaloneArgs {
     /// MQTT over TLS; served when --tls-cert and --tls-key are given.
     #[arg(long, default_value = "0.0.0.0:8883", env = "ROBUSTMQ_MQTT_TLS_ADDR")]
     mqtt_tls_addr: String,
+    /// MQTT over WebSocket (subprotocol `mqtt`); empty turns it off.
+    #[arg(long, default_value = "0.0.0.0:8083", env = "ROBUSTMQ_MQTT_WS_ADDR")]
+    mqtt_ws_addr: String,
+    /// MQTT over secure WebSocket; served when --tls-cert and --tls-key are given.
+    #[arg(long, default_value = "0.0.0.0:8084", env = "ROBUSTMQ_MQTT_WSS_ADDR")]
+    mqtt_wss_addr: String,
     /// PEM certificate chain for the TLS listener.
     #[arg(long, env = "ROBUSTMQ_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -98,7 +104,9 @@ async fn standalone(a: StandaloneArgs) -> anyhow::Result<()> {
     cfg.broker.mqtt_addr = a.mqtt_addr;
     cfg.broker.admin_addr = a.admin_addr;
     cfg.broker.allow_anonymous = !a.no_anonymous;
+    cfg.broker.mqtt_ws_addr = a.mqtt_ws_addr;
     if a.tls_cert.is_some() {
+        cfg.broker.mqtt_wss_addr = a.mqtt_wss_addr;
         cfg.broker.mqtt_tls_addr = a.mqtt_tls_addr;
         cfg.broker.tls_cert = a.tls_cert;
         cfg.broker.tls_key = a.tls_key;
@@ -111,11 +119,15 @@ async fn standalone(a: StandaloneArgs) -> anyhow::Result<()> {
     let s = Standalone::start(cfg, cancel.clone())
         .await
         .context("starting standalone mode")?;
-    let tls = s
-        .broker
-        .mqtt_tls_addr
-        .map(|a| format!(" mqtts={a}"))
-        .unwrap_or_default();
+    let b = &s.broker;
+    let tls = [
+        ("mqtts", b.mqtt_tls_addr),
+        ("ws", b.mqtt_ws_addr),
+        ("wss", b.mqtt_wss_addr),
+    ]
+    .iter()
+    .filter_map(|(k, a)| a.map(|a| format!(" {k}={a}")))
+    .collect::<String>();
     println!(
         "robustmq standalone listening mqtt={}{tls} admin={} meta={} journal={}",
         s.broker.mqtt_addr, s.broker.admin_addr, s.meta_addr, s.journal_addr
