@@ -362,6 +362,32 @@ def acl(args):
     print(f"acl v{args.version}: bad password, denied publish and subscribe refused")
 
 
+def shared(args):
+    """Two members of $share/g/...: every message reaches exactly one, and both get some."""
+    base = f"e2e/shared/{uuid.uuid4().hex[:8]}"
+    members = []
+    for _ in range(2):
+        m = client(args)
+        connect(m, args)
+        subscribe(m, f"$share/g/{base}/#", 1)
+        members.append(m)
+    pub = client(args)
+    connect(pub, args)
+    n = 40
+    for i in range(n):
+        pub.publish(f"{base}/x", f"s-{i}", qos=1).wait_for_publish(timeout=10)
+    got = [collect(m, n, 5) for m in members]
+    counts = [len(g) for g in got]
+    payloads = sorted(p for g in got for p in (m.payload.decode() for m in g))
+    if payloads != sorted(f"s-{i}" for i in range(n)):
+        fail(f"shared group did not get each message exactly once: counts {counts}")
+    if min(counts) == 0:
+        fail(f"one member got nothing: counts {counts}")
+    for m in members + [pub]:
+        stop(m)
+    print(f"shared v{args.version}: {n} messages split {counts}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario")
@@ -378,7 +404,8 @@ def main():
     ap.add_argument("--password", default="")
     args = ap.parse_args()
     scenarios = {"pubsub": pubsub, "retained": retained, "will": will, "will-delay": will_delay,
-                 "persistent": persistent, "cross": cross, "hold": hold, "resume": resume, "acl": acl}
+                 "persistent": persistent, "cross": cross, "hold": hold, "resume": resume, "acl": acl,
+                 "shared": shared}
     if args.scenario == "will-child":
         will_child(args, args.topic, args.delay)
         return

@@ -151,7 +151,7 @@ fn paho(port: u16, scenario: &str, version: u8, qos: u8) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paho_pubsub_retained_will_and_persistent_sessions_in_v311_and_v5() -> Result<()> {
+async fn paho_pubsub_retained_will_persistent_and_shared_in_v311_and_v5() -> Result<()> {
     let py = python();
     assert!(py.exists());
     let dir = TestDir::new("mqtt-paho");
@@ -160,7 +160,7 @@ async fn paho_pubsub_retained_will_and_persistent_sessions_in_v311_and_v5() -> R
         for qos in 0..=2u8 {
             print!("{}", paho(sa.mqtt, "pubsub", version, qos)?);
         }
-        for scenario in ["retained", "will", "persistent"] {
+        for scenario in ["retained", "will", "persistent", "shared"] {
             print!("{}", paho(sa.mqtt, scenario, version, 1)?);
         }
     }
