@@ -7,6 +7,11 @@
 //! or after the position it was shown live, and reads older ones itself (catch-up from
 //! its saved progress).
 //!
+//! A session's queue is bounded and the tailer never waits for it. A QoS 1/2 record that
+//! does not fit marks the shard "lost from offset X" for that session: nothing more of the
+//! shard is queued for it until the session re-reads `[X, position)` from storage (on its
+//! next one-second tick), and its saved progress never passes X meanwhile.
+//!
 //! Shared subscriptions (`$share/g/f`) pick one member per record among this broker's
 //! members of the group (by offset, so consecutive records rotate). Balancing a group
 //! across brokers (splitting shards like a consumer group) is not done yet.
@@ -44,6 +49,10 @@ struct Entry {
     client_id: String,
     tx: mpsc::Sender<Delivery>,
     subs: Vec<Sub>,
+    /// Per shard, the first offset whose QoS 1/2 delivery did not fit the session's
+    /// queue. Nothing more of that shard is queued until the session re-reads from here
+    /// ([`Dispatcher::take_lost`]), so the re-read neither skips nor repeats a record.
+    lost: HashMap<ShardKey, u64>,
 }
 
 #[derive(Default)]
@@ -126,6 +135,7 @@ impl Dispatcher {
                 client_id: client_id.to_string(),
                 tx,
                 subs,
+                lost: HashMap::new(),
             },
         );
         t.positions.clone()
@@ -143,11 +153,28 @@ impl Dispatcher {
         self.lock().positions.clone()
     }
 
-    /// Removes a connection; returns the positions at which it stopped receiving.
+    /// Removes a connection; returns the positions at which it stopped receiving, lowered
+    /// to the first record it lost on shards where it fell behind.
     pub fn detach(&self, conn: u64) -> HashMap<ShardKey, u64> {
         let mut t = self.lock();
-        t.sessions.remove(&conn);
-        t.positions.clone()
+        let lost = t.sessions.remove(&conn).map(|e| e.lost).unwrap_or_default();
+        let mut positions = t.positions.clone();
+        for (k, from) in lost {
+            positions.insert(k, from);
+        }
+        positions
+    }
+
+    /// Like [`Dispatcher::positions`], lowered to the first record `conn` lost per shard.
+    pub fn positions_for(&self, conn: u64) -> HashMap<ShardKey, u64> {
+        let t = self.lock();
+        let mut positions = t.positions.clone();
+        if let Some(e) = t.sessions.get(&conn) {
+            for (k, from) in &e.lost {
+                positions.insert(k.clone(), *from);
+            }
+        }
+        positions
     }
 
     /// Hands one chunk of records to matching sessions and advances the position.
@@ -155,10 +182,18 @@ impl Dispatcher {
         let mut t = self.lock();
         for (offset, record) in &records {
             let mut shared: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
-            for (conn, e) in &t.sessions {
-                if let Some(d) = match_plain(&e.subs, &e.client_id, key, *offset, record) {
-                    self.send(&e.tx, d);
+            for e in t.sessions.values_mut() {
+                if e.lost.contains_key(key) {
+                    continue;
                 }
+                if let Some(d) = match_plain(&e.subs, &e.client_id, key, *offset, record)
+                    && !self.send(&e.tx, d)
+                    && QoS::from_u8(record.qos).unwrap_or_default() != QoS::AtMostOnce
+                {
+                    e.lost.insert(key.clone(), *offset);
+                }
+            }
+            for (conn, e) in &t.sessions {
                 for s in e.subs.iter() {
                     if let Some(g) = &s.share_group
                         && topic::matches(&s.filter, &record.topic)
@@ -171,7 +206,8 @@ impl Dispatcher {
                 members.sort_by_key(|(c, _)| *c);
                 let (conn, s) = members[(*offset % members.len() as u64) as usize];
                 if let Some(e) = t.sessions.get(&conn) {
-                    self.send(
+                    // Shared deliveries that do not fit are dropped (not re-read yet).
+                    let _ = self.send(
                         &e.tx,
                         Delivery {
                             stored: true,
@@ -204,13 +240,36 @@ impl Dispatcher {
         }
     }
 
-    fn send(&self, tx: &mpsc::Sender<Delivery>, d: Delivery) {
-        // Never block the tailer on one slow session: its queue is bounded and what does
-        // not fit is dropped (a persistent session re-reads from its progress on resume).
+    /// Queues a delivery without waiting: one slow session must never stall the tailer.
+    /// Returns false when the queue was full (QoS 1/2 records are then re-read from
+    /// storage by the session, see `lost`; QoS 0 ones are dropped, as MQTT allows).
+    fn send(&self, tx: &mpsc::Sender<Delivery>, d: Delivery) -> bool {
         if tx.try_send(d).is_err() {
             self.dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
         }
+        true
+    }
+
+    /// The shards where `conn` fell behind, each as `(from, to)`: re-read `[from, to)`
+    /// from storage; later records arrive through the queue again.
+    pub fn take_lost(&self, conn: u64) -> Vec<(ShardKey, u64, u64)> {
+        let mut t = self.lock();
+        let Table {
+            sessions,
+            positions,
+        } = &mut *t;
+        let Some(e) = sessions.get_mut(&conn) else {
+            return Vec::new();
+        };
+        e.lost
+            .drain()
+            .map(|(k, from)| {
+                let to = positions.get(&k).copied().unwrap_or(from);
+                (k, from, to)
+            })
+            .collect()
     }
 
     /// Starts tailers for every bound shard and returns once each has its starting
@@ -344,5 +403,67 @@ impl Dispatcher {
             offset = r.next_offset;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::local::LocalStorage;
+    use journal::engine::EngineHooks;
+    use journal::registry::ShardManager;
+    use journal::{EngineKind, ShardSpec};
+    use mqtt_codec::{RetainHandling, SubscriptionOptions};
+
+    fn record(qos: u8) -> Arc<MqttRecord> {
+        Arc::new(MqttRecord {
+            topic: "a/b".into(),
+            qos,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_marks_qos1_records_lost_and_skips_the_shard_until_reread() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ShardSpec {
+            engine: EngineKind::Memory,
+            ..ShardSpec::default()
+        };
+        let shards = Arc::new(ShardManager::new(
+            1,
+            dir.path().to_path_buf(),
+            spec.clone(),
+            EngineHooks::default(),
+        ));
+        let d = Dispatcher::new(Arc::new(LocalStorage::new(shards, spec)));
+        let key: ShardKey = ("t".into(), 0);
+        let opts = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        };
+        let (tx, mut rx) = mpsc::channel(1);
+        d.attach(7, "c", tx, vec![Sub::new("a/#", &opts, None).unwrap()]);
+
+        d.dispatch(&key, (0..3).map(|o| (o, record(1))).collect(), 3);
+        assert_eq!(rx.try_recv().unwrap().offset, 0);
+        // Room again, but the shard stays skipped until the session re-reads.
+        d.dispatch(&key, vec![(3, record(1))], 4);
+        assert!(rx.try_recv().is_err(), "nothing after a loss is queued");
+        assert_eq!(d.positions_for(7)[&key], 1, "progress holds at the loss");
+        assert_eq!(d.take_lost(7), vec![(key.clone(), 1, 4)]);
+        d.dispatch(&key, vec![(4, record(1))], 5);
+        assert_eq!(
+            rx.try_recv().unwrap().offset,
+            4,
+            "live again after the re-read"
+        );
+
+        // QoS 0 records that do not fit are simply dropped.
+        d.dispatch(&key, vec![(5, record(0)), (6, record(0))], 7);
+        assert!(d.take_lost(7).is_empty());
+        assert_eq!(d.detach(7)[&key], 7);
     }
 }

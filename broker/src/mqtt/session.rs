@@ -164,7 +164,12 @@ impl Session {
                     tracing::info!(client_id = %self.client_id, "keep alive timed out");
                     break End::Server(Some(ReasonCode::KEEP_ALIVE_TIMEOUT));
                 }
-                _ = checkpoints.tick(), if self.expiry_secs > 0 => self.checkpoint().await,
+                _ = checkpoints.tick() => {
+                    self.recover_lost().await;
+                    if self.expiry_secs > 0 {
+                        self.checkpoint().await;
+                    }
+                }
                 Some(d) = self.rx.recv() => {
                     self.dirty = true;
                     self.deliver(d);
@@ -205,6 +210,32 @@ impl Session {
         end
     }
 
+    /// Re-reads from storage what did not fit this session's queue (QoS 1/2 only).
+    async fn recover_lost(&mut self) {
+        let subs: Vec<_> = self.state.subs.values().cloned().collect();
+        for (key, from, to) in self.ctx.dispatcher.take_lost(self.conn_id) {
+            tracing::debug!(client_id = %self.client_id, topic = %key.0, shard = key.1, from, to, "re-reading what the queue could not hold");
+            match self.ctx.dispatcher.read_range(&key, from, to).await {
+                Ok(records) => {
+                    for (offset, record) in records {
+                        if let Some(d) = super::dispatch::match_plain(
+                            &subs,
+                            &self.client_id,
+                            &key,
+                            offset,
+                            &record,
+                        ) {
+                            self.deliver(d);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(client_id = %self.client_id, error = %e, "re-reading lost records")
+                }
+            }
+        }
+    }
+
     /// Saves a persistent session while it is connected, so that it survives this
     /// broker dying: another broker resumes it from the saved subscriptions and progress.
     async fn checkpoint(&mut self) {
@@ -214,7 +245,7 @@ impl Session {
         // Positions first, then drain the queue: everything below the positions was
         // queued under the dispatcher's lock before we read them, so after the drain it
         // is all in `out`, and the progress below cannot skip a record.
-        let positions = self.ctx.dispatcher.positions();
+        let positions = self.ctx.dispatcher.positions_for(self.conn_id);
         while let Ok(d) = self.rx.try_recv() {
             self.deliver(d);
         }
