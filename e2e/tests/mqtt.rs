@@ -818,3 +818,49 @@ async fn tls_websocket_and_wss_listeners_serve_mosquitto_and_paho() -> Result<()
     dir.pass();
     Ok(())
 }
+
+/// A v5 CONNECT with the given keep alive.
+fn connect_v5_keep_alive(client_id: &str, keep_alive: u16) -> Vec<u8> {
+    let mut p = connect_v5(client_id);
+    p[10..12].copy_from_slice(&keep_alive.to_be_bytes());
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_is_enforced_at_one_and_a_half_times_and_a_second_connection_takes_over()
+-> Result<()> {
+    let dir = TestDir::new("mqtt-keepalive");
+    let mut sa = Standalone::start(&dir, &[]).await?;
+    let port = sa.mqtt;
+
+    // Keep alive 2 s, then silence: DISCONNECT 0x8D after 3 s (1.5x), not before.
+    let mut s = open(port, &connect_v5_keep_alive("sleepy", 2))?;
+    let started = Instant::now();
+    let got = read_to_close(&mut s)?;
+    let waited = started.elapsed();
+    assert_eq!(disconnect_reason(&got), Some(0x8D), "keep alive: {got:?}");
+    assert!(
+        waited >= Duration::from_millis(2800) && waited < Duration::from_secs(5),
+        "closed after {waited:?}, want about 3 s"
+    );
+
+    // PINGREQ keeps a connection alive past 1.5x.
+    let mut s = open(port, &connect_v5_keep_alive("pinger", 1))?;
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(700));
+        s.write_all(&[0xC0, 0])?;
+        let mut resp = [0u8; 2];
+        s.read_exact(&mut resp)?;
+        assert_eq!(resp, [0xD0, 0], "PINGRESP while pinging");
+    }
+    drop(s);
+
+    // The same client id connecting again ends the first connection with 0x8E.
+    let mut first = open(port, &connect_v5("twin"))?;
+    let _second = open(port, &connect_v5("twin"))?;
+    let got = read_to_close(&mut first)?;
+    assert_eq!(disconnect_reason(&got), Some(0x8E), "takeover: {got:?}");
+    sa.stop();
+    dir.pass();
+    Ok(())
+}
