@@ -156,6 +156,7 @@ pub async fn start(
         ctx.clone(),
         tasks.clone(),
     ));
+    tasks.spawn(crate::mqtt::takeover::run(ctx.clone()));
     if cfg.sys_interval_ms > 0 {
         tasks.spawn(crate::mqtt::sys::run(
             ctx.clone(),

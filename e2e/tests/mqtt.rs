@@ -633,7 +633,7 @@ impl Split {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_deployment_delivers_across_brokers_and_resumes_a_session_after_a_broker_dies()
+async fn split_deployment_delivers_across_brokers_takes_over_and_resumes_after_a_broker_dies()
 -> Result<()> {
     let py = python();
     let dir = TestDir::new("mqtt-split");
@@ -657,6 +657,16 @@ async fn split_deployment_delivers_across_brokers_and_resumes_a_session_after_a_
         assert!(ok, "cross-broker delivery v{version} qos{qos}:\n{out}");
         print!("{out}");
     }
+
+    // The same client id connecting to broker 2 ends its connection on broker 1 (0x8E).
+    let mut on_first = open(p1, &connect_v5("roamer"))?;
+    let _on_second = open(p2, &connect_v5("roamer"))?;
+    let got = read_to_close(&mut on_first)?;
+    assert_eq!(
+        disconnect_reason(&got),
+        Some(0x8E),
+        "takeover across brokers: {got:?}"
+    );
 
     // A persistent session lives on broker 1; broker 1 is SIGKILLed (no chance to save
     // anything at disconnect); the session resumes on broker 2 with what was published

@@ -26,6 +26,7 @@ pub mod registry;
 pub mod session;
 pub mod state;
 pub mod sys;
+pub mod takeover;
 pub mod tls;
 pub mod will;
 pub mod ws;

@@ -10,21 +10,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+/// Who ended a connection by taking its session over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// A new connection on this broker: it waits for us to save the session first.
+    Local,
+    /// Another broker already claimed the session in meta: we must not write it again.
+    Remote,
+}
+
 struct Live {
     conn: u64,
-    kick: oneshot::Sender<()>,
+    kick: oneshot::Sender<Kick>,
     done: oneshot::Receiver<()>,
 }
 
 /// The earlier connection of a client id: tell it to go, then wait until it has.
 pub struct Previous {
-    kick: oneshot::Sender<()>,
+    kick: oneshot::Sender<Kick>,
     done: oneshot::Receiver<()>,
 }
 
 impl Previous {
     pub async fn take_over(self, timeout: std::time::Duration) {
-        let _ = self.kick.send(());
+        let _ = self.kick.send(Kick::Local);
         let _ = tokio::time::timeout(timeout, self.done).await;
     }
 }
@@ -32,7 +41,7 @@ impl Previous {
 /// What a registered connection keeps: it is told to go through `kicked`, and dropping
 /// `done` tells its successor it has finished.
 pub struct Registration {
-    pub kicked: oneshot::Receiver<()>,
+    pub kicked: oneshot::Receiver<Kick>,
     pub done: oneshot::Sender<()>,
 }
 
@@ -86,6 +95,19 @@ impl Registry {
         }
     }
 
+    /// Ends the live connection of `client_id` because another broker claimed its session.
+    pub fn kick_remote(&self, client_id: &str) -> bool {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(client_id);
+        match live {
+            Some(l) => l.kick.send(Kick::Remote).is_ok(),
+            None => false,
+        }
+    }
+
     pub fn is_live(&self, client_id: &str) -> bool {
         self.live
             .lock()
@@ -131,10 +153,13 @@ mod tests {
         let (_second, prev) = r.register("c", 2);
         let prev = prev.expect("the first connection is returned");
         let waiter = tokio::spawn(prev.take_over(Duration::from_secs(5)));
-        first
-            .kicked
-            .await
-            .expect("the first connection is told to go");
+        assert_eq!(
+            first
+                .kicked
+                .await
+                .expect("the first connection is told to go"),
+            Kick::Local
+        );
         drop(first.done);
         tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
@@ -147,6 +172,16 @@ mod tests {
         );
         r.unregister("c", 2);
         assert!(!r.is_live("c"));
+    }
+
+    #[tokio::test]
+    async fn remote_claim_kicks_with_remote() {
+        let r = Registry::default();
+        let (reg, _) = r.register("c", 1);
+        assert!(r.kick_remote("c"));
+        assert_eq!(reg.kicked.await.unwrap(), Kick::Remote);
+        assert!(!r.is_live("c"));
+        assert!(!r.kick_remote("c"));
     }
 
     #[test]

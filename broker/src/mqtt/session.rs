@@ -58,6 +58,8 @@ pub struct Session {
     pub registration: Option<Registration>,
     /// Subscriptions or progress changed since the last checkpoint.
     pub dirty: bool,
+    /// Another broker claimed the session: it owns the state in meta now.
+    pub claimed_elsewhere: bool,
     pub rx: mpsc::Receiver<Delivery>,
     pub _permit: OwnedSemaphorePermit,
 }
@@ -156,8 +158,9 @@ impl Session {
             };
             tokio::select! {
                 _ = cancel.cancelled() => break End::Server(Some(ReasonCode::SERVER_SHUTTING_DOWN)),
-                _ = &mut reg.kicked => {
-                    tracing::info!(client_id = %self.client_id, "session taken over");
+                k = &mut reg.kicked => {
+                    self.claimed_elsewhere = matches!(k, Ok(super::registry::Kick::Remote));
+                    tracing::info!(client_id = %self.client_id, remote = self.claimed_elsewhere, "session taken over");
                     break End::Server(Some(ReasonCode::SESSION_TAKEN_OVER));
                 }
                 _ = keep_alive => {
@@ -283,7 +286,10 @@ impl Session {
         self.state.inflight.awaiting_rel = self.awaiting_rel.iter().copied().collect();
 
         let mut meta = ctx.meta.client();
-        if self.expiry_secs > 0 {
+        if self.claimed_elsewhere {
+            // The new owner resumed from our last checkpoint; writing now would undo its
+            // claim.
+        } else if self.expiry_secs > 0 {
             let s = self
                 .state
                 .to_meta(&self.client_id, self.expiry_secs, self.version.level(), 0);

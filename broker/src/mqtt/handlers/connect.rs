@@ -261,6 +261,7 @@ async fn establish(
         registration: Some(registration),
         // Save once soon after connecting: the claim in meta has no subscriptions yet.
         dirty: true,
+        claimed_elsewhere: false,
         rx,
         _permit: permit,
     };
