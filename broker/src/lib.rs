@@ -17,6 +17,7 @@ pub mod error;
 pub mod meta;
 pub mod mqtt;
 pub mod server;
+pub mod signal;
 pub mod standalone;
 pub mod storage;
 

@@ -60,24 +60,9 @@ async fn run(cfg: BrokerConfig) -> anyhow::Result<()> {
         b.mqtt_addr, b.admin_addr
     );
     tracing::info!(node_id = cfg.node_id, mqtt = %b.mqtt_addr, admin = %b.admin_addr, "broker up");
-    shutdown_signal().await;
+    broker::signal::shutdown_signal().await;
     tracing::info!("shutting down");
     cancel.cancel();
     b.wait(Duration::from_secs(10)).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

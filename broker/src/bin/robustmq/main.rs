@@ -132,26 +132,11 @@ async fn standalone(a: StandaloneArgs) -> anyhow::Result<()> {
         "robustmq standalone listening mqtt={}{tls} admin={} meta={} journal={}",
         s.broker.mqtt_addr, s.broker.admin_addr, s.meta_addr, s.journal_addr
     );
-    shutdown_signal().await;
+    broker::signal::shutdown_signal().await;
     tracing::info!("shutting down");
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(20), s.shutdown())
         .await
         .context("shutdown took longer than 20 s")?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }
