@@ -1,0 +1,1 @@
+//! SASL server exchanges for Kafka (being written).
