@@ -1,1 +1,0 @@
-//! SASL server exchanges for Kafka (being written).
