@@ -81,6 +81,14 @@ pub struct BrokerConfig {
     /// How often topic bindings are re-read from meta.
     pub topic_refresh_ms: u64,
     pub limits: MqttLimits,
+    /// Kafka listener; empty: not served.
+    pub kafka_addr: String,
+    /// Kafka over TLS (needs `tls_cert` and `tls_key`); empty: not served.
+    pub kafka_tls_addr: String,
+    /// The host Kafka clients are told to connect to; empty: the listener's IP, or this
+    /// machine's hostname when it listens on every interface.
+    pub advertised_host: String,
+    pub kafka: crate::kafka::KafkaSettings,
 }
 
 impl Default for BrokerConfig {
@@ -102,6 +110,10 @@ impl Default for BrokerConfig {
             sys_interval_ms: 5000,
             topic_refresh_ms: 1000,
             limits: MqttLimits::default(),
+            kafka_addr: "0.0.0.0:9092".into(),
+            kafka_tls_addr: String::new(),
+            advertised_host: String::new(),
+            kafka: crate::kafka::KafkaSettings::default(),
         }
     }
 }
@@ -139,6 +151,21 @@ pub struct BrokerArgs {
     pub max_connections: Option<usize>,
     #[arg(long, env = "ROBUSTMQ_BROKER_MAX_PACKET_SIZE")]
     pub max_packet_size: Option<u32>,
+    /// Kafka listener (host:port); an empty string turns it off.
+    #[arg(long, env = "ROBUSTMQ_BROKER_KAFKA_ADDR")]
+    pub kafka_addr: Option<String>,
+    /// Kafka over TLS listener (needs --tls-cert and --tls-key).
+    #[arg(long, env = "ROBUSTMQ_BROKER_KAFKA_TLS_ADDR")]
+    pub kafka_tls_addr: Option<String>,
+    /// Host name Kafka clients are given for this broker.
+    #[arg(long, env = "ROBUSTMQ_BROKER_ADVERTISED_HOST")]
+    pub advertised_host: Option<String>,
+    /// true|false: create unknown topics a Kafka client asks Metadata for.
+    #[arg(long, env = "ROBUSTMQ_BROKER_KAFKA_AUTO_CREATE_TOPICS")]
+    pub kafka_auto_create_topics: Option<bool>,
+    /// Storage policy of topics created by Kafka clients.
+    #[arg(long, env = "ROBUSTMQ_BROKER_DEFAULT_STORAGE_POLICY")]
+    pub default_storage_policy: Option<String>,
     /// Print the default configuration as YAML and exit.
     #[arg(long)]
     pub print_default_config: bool,
@@ -177,6 +204,13 @@ impl BrokerConfig {
         set(&mut self.allow_anonymous, &a.allow_anonymous);
         set(&mut self.limits.max_connections, &a.max_connections);
         set(&mut self.limits.max_packet_size, &a.max_packet_size);
+        set(&mut self.kafka_addr, &a.kafka_addr);
+        set(&mut self.kafka_tls_addr, &a.kafka_tls_addr);
+        set(&mut self.advertised_host, &a.advertised_host);
+        set(
+            &mut self.kafka.auto_create_topics,
+            &a.kafka_auto_create_topics,
+        );
         if a.tls_cert.is_some() {
             self.tls_cert = a.tls_cert.clone();
         }
@@ -207,13 +241,38 @@ impl BrokerConfig {
         for (k, v) in [
             ("mqtt_ws_addr", &self.mqtt_ws_addr),
             ("mqtt_wss_addr", &self.mqtt_wss_addr),
+            ("kafka_addr", &self.kafka_addr),
+            ("kafka_tls_addr", &self.kafka_tls_addr),
         ] {
             if !v.is_empty() && v.parse::<std::net::SocketAddr>().is_err() {
                 return bad(k, "not a host:port socket address");
             }
         }
-        if !self.mqtt_wss_addr.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            return bad("mqtt_wss_addr", "needs tls_cert and tls_key (PEM files)");
+        for (k, v) in [
+            ("mqtt_wss_addr", &self.mqtt_wss_addr),
+            ("kafka_tls_addr", &self.kafka_tls_addr),
+        ] {
+            if !v.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+                return bad(k, "needs tls_cert and tls_key (PEM files)");
+            }
+        }
+        if self.node_id > i32::MAX as u64
+            && !(self.kafka_addr.is_empty() && self.kafka_tls_addr.is_empty())
+        {
+            return bad("node_id", "must fit a Kafka broker id (at most 2147483647)");
+        }
+        let k = &self.kafka;
+        if k.default_partitions == 0 || k.max_connections == 0 {
+            return bad(
+                "kafka",
+                "default_partitions and max_connections must be > 0",
+            );
+        }
+        if k.max_message_bytes < 1024 || k.max_request_size < k.max_message_bytes {
+            return bad(
+                "kafka",
+                "max_message_bytes must be >= 1024 and max_request_size >= max_message_bytes",
+            );
         }
         let l = &self.limits;
         if l.max_packet_size < 64 {

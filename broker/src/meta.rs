@@ -46,6 +46,7 @@ pub async fn run_lease(
     meta: MetaClient,
     node_id: u64,
     addr: String,
+    labels: std::collections::HashMap<String, String>,
     ttl_ms: u32,
     cancel: CancellationToken,
 ) {
@@ -67,7 +68,7 @@ pub async fn run_lease(
                 role: NodeRole::Broker as i32,
                 addr: addr.clone(),
                 lease_ttl_ms: ttl_ms,
-                labels: Default::default(),
+                labels: labels.clone(),
             })
             .await
             .map(|_| tracing::info!(node_id, %addr, "registered with meta"))

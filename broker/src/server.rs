@@ -28,6 +28,8 @@ pub struct RunningBroker {
     pub mqtt_ws_addr: Option<SocketAddr>,
     pub mqtt_wss_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
+    pub kafka_addr: Option<SocketAddr>,
+    pub kafka_tls_addr: Option<SocketAddr>,
     pub ctx: Arc<Context>,
     tasks: TaskTracker,
 }
@@ -101,6 +103,20 @@ pub async fn start(
         Some((l, _)) => Some(l.local_addr()?),
         None => None,
     };
+    let kafka = match cfg.kafka_addr.as_str() {
+        "" => None,
+        a => Some(bind("kafka_addr", a).await?),
+    };
+    let kafka_tls = match (&acceptor, cfg.kafka_tls_addr.as_str()) {
+        (Some(acc), a) if !a.is_empty() => Some((bind("kafka_tls_addr", a).await?, acc.clone())),
+        _ => None,
+    };
+    let kafka_addr = kafka.as_ref().map(|l| l.local_addr()).transpose()?;
+    let kafka_tls_addr = kafka_tls
+        .as_ref()
+        .map(|(l, _)| l.local_addr())
+        .transpose()?;
+    let advertised_host = advertised_host(cfg, kafka_addr.or(kafka_tls_addr));
     let admin_listener = bind("admin_addr", &cfg.admin_addr).await?;
     let mqtt_addr = mqtt_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
@@ -144,10 +160,41 @@ pub async fn start(
         stats: Stats::default(),
         cancel: cancel.clone(),
     });
+    let mut labels = std::collections::HashMap::new();
+    if let Some(a) = kafka_addr {
+        labels.insert(
+            crate::kafka::cluster::KAFKA_LABEL.to_string(),
+            format!("{advertised_host}:{}", a.port()),
+        );
+    }
+    if let Some(a) = kafka_tls_addr {
+        labels.insert(
+            crate::kafka::cluster::KAFKA_TLS_LABEL.to_string(),
+            format!("{advertised_host}:{}", a.port()),
+        );
+    }
+    if kafka.is_some() || kafka_tls.is_some() {
+        crate::kafka::start(
+            cfg.node_id,
+            cfg.kafka.clone(),
+            meta.clone(),
+            ctx.storage.clone(),
+            crate::kafka::Listeners {
+                plain: kafka,
+                tls: kafka_tls,
+                advertised_host,
+                require_sasl: !cfg.allow_anonymous,
+            },
+            &tasks,
+            cancel.clone(),
+        )
+        .await?;
+    }
     tasks.spawn(run_lease(
         meta,
         cfg.node_id,
         mqtt_addr.to_string(),
+        labels,
         cfg.lease_ttl_ms,
         cancel.clone(),
     ));
@@ -208,9 +255,23 @@ pub async fn start(
         mqtt_ws_addr,
         mqtt_wss_addr,
         admin_addr,
+        kafka_addr,
+        kafka_tls_addr,
         ctx,
         tasks,
     })
+}
+
+/// The host Kafka clients are sent to: the configured one, else the listener's IP, else
+/// (listening on every interface) this machine's name.
+fn advertised_host(cfg: &BrokerConfig, listen: Option<SocketAddr>) -> String {
+    if !cfg.advertised_host.is_empty() {
+        return cfg.advertised_host.clone();
+    }
+    match listen {
+        Some(a) if !a.ip().is_unspecified() => a.ip().to_string(),
+        _ => gethostname::gethostname().to_string_lossy().into_owned(),
+    }
 }
 
 /// Binds a listener, naming the config key when it fails (e.g. the port is taken).

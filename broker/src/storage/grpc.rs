@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use robustmq_proto::journal::journal_service_client::JournalServiceClient;
-use robustmq_proto::journal::{AppendRequest, ReadRequest, ShardRef};
+use robustmq_proto::journal::{AppendRequest, OffsetForTimestampRequest, ReadRequest, ShardRef};
 use robustmq_proto::meta::{ListNodesRequest, ListShardsRequest, NodeRole};
 use tonic::transport::{Channel, Endpoint};
 
@@ -219,6 +219,31 @@ impl StorageAdapter for GrpcStorage {
                     log_start: s.log_start_offset.max(0) as u64,
                     high_watermark: s.high_watermark.max(0) as u64,
                 })
+            }
+            Err(s) => {
+                self.forget(topic, shard);
+                Err(BrokerError::storage(topic, shard, s.message()))
+            }
+        }
+    }
+
+    async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        shard: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>> {
+        let leader = self.leader(topic, shard).await?;
+        match JournalServiceClient::new(leader.channel)
+            .offset_for_timestamp(OffsetForTimestampRequest {
+                shard: Self::shard_ref(topic, shard),
+                timestamp_ms,
+            })
+            .await
+        {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(r.found.then_some(r.offset.max(0) as u64))
             }
             Err(s) => {
                 self.forget(topic, shard);

@@ -100,4 +100,18 @@ impl StorageAdapter for LocalStorage {
             high_watermark: s.high_watermark,
         })
     }
+
+    async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        shard: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>> {
+        self.shard(topic, shard)
+            .await?
+            .log
+            .offset_for_timestamp(timestamp_ms)
+            .await
+            .map_err(|e| BrokerError::storage(topic, shard, e))
+    }
 }

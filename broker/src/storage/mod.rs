@@ -59,4 +59,11 @@ pub trait StorageAdapter: Send + Sync + 'static {
     ) -> Result<ReadResult>;
     /// The shard's log start and high watermark.
     async fn offsets(&self, topic: &str, shard: u32) -> Result<Offsets>;
+    /// The first offset whose batch has a timestamp at or after `timestamp_ms`, if any.
+    async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        shard: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>>;
 }

@@ -64,9 +64,25 @@ struct StandaloneArgs {
     /// PEM private key for the TLS listener.
     #[arg(long, env = "ROBUSTMQ_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Refuse clients without a username and password.
+    /// Refuse clients without a username and password (MQTT) or SASL login (Kafka).
     #[arg(long)]
     no_anonymous: bool,
+    /// true|false: accept clients without credentials (same as --no-anonymous when false).
+    #[arg(long, env = "ROBUSTMQ_ALLOW_ANONYMOUS")]
+    allow_anonymous: Option<bool>,
+    /// Kafka listener; empty turns it off.
+    #[arg(long, default_value = "0.0.0.0:9092", env = "ROBUSTMQ_KAFKA_ADDR")]
+    kafka_addr: String,
+    /// Kafka over TLS; served when --tls-cert and --tls-key are given.
+    #[arg(long, default_value = "0.0.0.0:9093", env = "ROBUSTMQ_KAFKA_TLS_ADDR")]
+    kafka_tls_addr: String,
+    /// Host name Kafka clients are given to reach this broker (default: the listener's
+    /// IP, or this machine's name when listening on every interface).
+    #[arg(long, env = "ROBUSTMQ_ADVERTISED_HOST")]
+    advertised_host: Option<String>,
+    /// true|false: create topics Kafka clients ask for (default true).
+    #[arg(long, env = "ROBUSTMQ_KAFKA_AUTO_CREATE_TOPICS")]
+    kafka_auto_create_topics: Option<bool>,
     /// Largest MQTT packet accepted, bytes.
     #[arg(long, env = "ROBUSTMQ_MAX_PACKET_SIZE")]
     max_packet_size: Option<u32>,
@@ -103,11 +119,19 @@ async fn standalone(a: StandaloneArgs) -> anyhow::Result<()> {
     };
     cfg.broker.mqtt_addr = a.mqtt_addr;
     cfg.broker.admin_addr = a.admin_addr;
-    cfg.broker.allow_anonymous = !a.no_anonymous;
+    cfg.broker.allow_anonymous = !a.no_anonymous && a.allow_anonymous.unwrap_or(true);
     cfg.broker.mqtt_ws_addr = a.mqtt_ws_addr;
+    cfg.broker.kafka_addr = a.kafka_addr;
+    if let Some(h) = a.advertised_host {
+        cfg.broker.advertised_host = h;
+    }
+    if let Some(v) = a.kafka_auto_create_topics {
+        cfg.broker.kafka.auto_create_topics = v;
+    }
     if a.tls_cert.is_some() {
         cfg.broker.mqtt_wss_addr = a.mqtt_wss_addr;
         cfg.broker.mqtt_tls_addr = a.mqtt_tls_addr;
+        cfg.broker.kafka_tls_addr = a.kafka_tls_addr;
         cfg.broker.tls_cert = a.tls_cert;
         cfg.broker.tls_key = a.tls_key;
     }
@@ -124,6 +148,8 @@ async fn standalone(a: StandaloneArgs) -> anyhow::Result<()> {
         ("mqtts", b.mqtt_tls_addr),
         ("ws", b.mqtt_ws_addr),
         ("wss", b.mqtt_wss_addr),
+        ("kafka", b.kafka_addr),
+        ("kafka_tls", b.kafka_tls_addr),
     ]
     .iter()
     .filter_map(|(k, a)| a.map(|a| format!(" {k}={a}")))
