@@ -365,8 +365,8 @@ mod tests {
         assert!(!topic_id("", 0).is_nil());
     }
 
-    #[test]
-    fn explicit_kafka_names_win() {
+    #[tokio::test]
+    async fn explicit_kafka_names_win() {
         let t = Topics::new(
             MetaClient::new("127.0.0.1:1").unwrap(),
             CreateDefaults {

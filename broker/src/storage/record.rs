@@ -18,7 +18,7 @@
 //! delivered at QoS 0 .. the subscription's QoS as if published at QoS 1.
 //!
 //! Batches are uncompressed, with producer id -1 (no idempotence): MQTT has no producer
-//! sequence. Compressed batches (from Kafka producers) are skipped when decoding.
+//! sequence. Compressed batches (from Kafka producers) are decompressed when decoding.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -218,6 +218,37 @@ fn be_i32(b: &[u8], at: usize) -> i32 {
     i32::from_be_bytes(a)
 }
 
+/// Decodes a compressed batch (gzip, snappy, lz4, zstd) written by a Kafka producer.
+fn decode_compressed(batch: &[u8], from_offset: u64, out: &mut Vec<StoredRecord>) -> Result<()> {
+    let mut buf = Bytes::copy_from_slice(batch);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
+        .map_err(|e| BrokerError::BadRecord(format!("compressed batch: {e:#}")))?;
+    for r in set.records {
+        if r.offset < 0 || (r.offset as u64) < from_offset || r.control {
+            continue;
+        }
+        let mut rec = MqttRecord {
+            topic: r
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            payload: r.value.unwrap_or_default(),
+            qos: 1,
+            timestamp_ms: r.timestamp,
+            ..Default::default()
+        };
+        for (k, v) in &r.headers {
+            rec.apply_header(k.as_str(), v.as_deref().unwrap_or_default());
+        }
+        out.push(StoredRecord {
+            offset: r.offset as u64,
+            record: rec,
+        });
+    }
+    Ok(())
+}
+
 /// Decodes every record of the concatenated batches in `buf` (as a journal read returns
 /// them), with their offsets. Records below `from_offset` (the first batch may start
 /// before the requested offset) are left out.
@@ -237,10 +268,9 @@ pub fn decode_batches(buf: &[u8], from_offset: u64) -> Result<Vec<StoredRecord>>
         pos += total;
         let attributes = i16::from_be_bytes([batch[21], batch[22]]);
         if attributes & ATTR_COMPRESSION_MASK != 0 {
-            tracing::debug!(
-                base,
-                "skipping a compressed batch (not supported for MQTT yet)"
-            );
+            // Kafka producers compress; MQTT never does, so this path is cross-protocol
+            // only and can afford the general decoder.
+            decode_compressed(batch, from_offset, &mut out)?;
             continue;
         }
         let base_ts = be_i64(batch, 27);
@@ -335,5 +365,60 @@ mod tests {
         let mut bad = batch.to_vec();
         bad[8..12].copy_from_slice(&(10_000i32).to_be_bytes());
         assert!(decode_batches(&bad, 0).is_err());
+    }
+
+    #[test]
+    fn compressed_kafka_batches_reach_mqtt() {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let mut headers = kafka_protocol::indexmap::IndexMap::new();
+        headers.insert(
+            kafka_protocol::protocol::StrBytes::from_static_str("unit"),
+            Some(Bytes::from_static(b"C")),
+        );
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let records: Vec<Record> = (0..3)
+                .map(|i| Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: 10 + i,
+                    sequence: -1,
+                    timestamp: 1000 + i,
+                    key: Some(Bytes::from(format!("sensors/{i}"))),
+                    value: Some(Bytes::from(format!("v{i}"))),
+                    headers: headers.clone(),
+                })
+                .collect();
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &records,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                },
+            )
+            .unwrap();
+            let got = decode_batches(&buf, 11).unwrap();
+            assert_eq!(got.len(), 2, "{compression:?}");
+            assert_eq!(got[0].offset, 11);
+            assert_eq!(got[0].record.topic, "sensors/1");
+            assert_eq!(got[0].record.payload, Bytes::from_static(b"v1"));
+            assert_eq!(
+                got[0].record.user_properties,
+                vec![("unit".to_string(), "C".to_string())]
+            );
+        }
     }
 }
