@@ -48,6 +48,10 @@ impl Standalone {
             format!("127.0.0.1:{}", free_port()),
             "--journal-addr".into(),
             format!("127.0.0.1:{}", free_port()),
+            "--kafka-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--kafka-tls-addr".into(),
+            format!("127.0.0.1:{}", free_port()),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Process::new("standalone", bin("robustmq"), args, dir.path());
@@ -596,6 +600,8 @@ impl Split {
                     meta_addr.clone(),
                     s("--mqtt-addr"),
                     format!("127.0.0.1:{port}"),
+                    s("--kafka-addr"),
+                    format!("127.0.0.1:{}", free_port()),
                     s("--admin-addr"),
                     admin.clone(),
                 ],
