@@ -99,6 +99,8 @@ func main() {
 		kgo.AllowAutoTopicCreation(),
 		kgo.DialTimeout(5 * time.Second),
 		kgo.RetryTimeout(*timeout),
+		// Failed logins and broker errors are only visible in the client's log.
+		kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelWarn, nil)),
 	}
 	switch *mechanism {
 	case "":
@@ -227,7 +229,8 @@ func consume(ctx context.Context, res *result, opts []kgo.Opt, topic string, cou
 	}
 	defer cl.Close()
 	for len(res.Records) < count {
-		fetches := cl.PollFetches(ctx)
+		// Never take more than asked, so a commit covers exactly what was consumed.
+		fetches := cl.PollRecords(ctx, count-len(res.Records))
 		if ctx.Err() != nil {
 			return fmt.Errorf("consumed %d of %d records before the timeout", len(res.Records), count)
 		}

@@ -7,6 +7,7 @@ stdin closes) and offsets (earliest, latest and by-timestamp offsets of one part
 Flags and output are described in common.py.
 """
 
+import logging
 import sys
 import threading
 import time
@@ -112,7 +113,9 @@ def consume(args, res):
     deadline = time.monotonic() + args.timeout
     try:
         while len(res["records"]) < args.count and time.monotonic() < deadline:
-            for tp, msgs in consumer.poll(timeout_ms=500).items():
+            # Never take more than asked, so a commit covers exactly what was consumed.
+            polled = consumer.poll(timeout_ms=500, max_records=args.count - len(res["records"]))
+            for tp, msgs in polled.items():
                 for m in msgs:
                     res.record(m.topic, m.partition, m.offset, m.key, m.value, m.headers, m.timestamp)
         if args.group and not args.no_commit:
@@ -166,6 +169,8 @@ def offsets(args, res):
 
 
 def main():
+    # kafka-python reports failed logins and connection errors only through logging.
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     args = parser(__doc__).parse_args()
     if args.mode == "member":
         member(args)
