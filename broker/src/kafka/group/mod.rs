@@ -22,6 +22,9 @@ pub mod coordinator;
 pub mod state;
 pub mod store;
 
+#[cfg(test)]
+mod tests;
+
 use kafka_protocol::messages::ApiKey;
 use robustmq_proto::meta::{PartitionOffset, TopicPartition};
 

@@ -5,12 +5,16 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicName};
 use robustmq_proto::meta::PartitionOffset;
 
 use super::{code, store_error};
 use crate::kafka::group::OffsetStoreError;
 use crate::kafka::group::coordinator::GroupCoordinator;
+
+/// A partition of the request: its index, and an error now or its place in the batch
+/// written to the store.
+type Slot = (i32, Result<usize, ResponseError>);
 
 impl GroupCoordinator {
     pub async fn offset_commit(
@@ -34,12 +38,8 @@ impl GroupCoordinator {
         };
         let max_metadata = self.config().max_metadata_bytes;
 
-        // Per partition: an error now, or an index into the batch written to the store.
         let mut batch: Vec<PartitionOffset> = Vec::new();
-        let mut topics: Vec<(
-            kafka_protocol::messages::TopicName,
-            Vec<(i32, Result<usize, ResponseError>)>,
-        )> = Vec::with_capacity(req.topics.len());
+        let mut topics: Vec<(TopicName, Vec<Slot>)> = Vec::with_capacity(req.topics.len());
         for t in req.topics {
             let parts = t
                 .partitions

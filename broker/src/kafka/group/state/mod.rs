@@ -7,6 +7,8 @@
 //! only answers "is this member allowed to do that now".
 
 mod group;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
@@ -16,7 +18,7 @@ use tokio::time::Instant;
 use group::Group;
 pub use group::{
     GroupDescription, GroupState, JoinParams, JoinResult, JoinedMember, LeavingMember,
-    MemberDescription, Protocol, Reply, SyncResult,
+    MemberDescription, Protocol, Reply, SyncParams, SyncResult,
 };
 
 use super::config::GroupConfig;
@@ -27,18 +29,6 @@ pub struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
     pub state: GroupState,
-}
-
-/// What SyncGroup carries, version-independent.
-#[derive(Debug, Clone, Default)]
-pub struct SyncParams {
-    pub group_id: String,
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub generation: i32,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub assignments: Vec<(String, bytes::Bytes)>,
 }
 
 /// Every group held in memory on this broker.
@@ -109,15 +99,7 @@ impl Groups {
         let Some(group) = self.groups.get_mut(&p.group_id) else {
             return Reply::Now(SyncResult::error(ResponseError::UnknownMemberId));
         };
-        group.sync(
-            now,
-            &p.member_id,
-            p.instance_id.as_deref(),
-            p.generation,
-            p.protocol_type.as_deref(),
-            p.protocol_name.as_deref(),
-            p.assignments,
-        )
+        group.sync(now, p)
     }
 
     pub fn heartbeat(
@@ -183,8 +165,8 @@ impl Groups {
             g.tick(now, &self.cfg);
         }
         self.groups.retain(|_, g| {
-            !g.idle_since()
-                .is_some_and(|since| now.saturating_duration_since(since) >= retention)
+            g.idle_since()
+                .is_none_or(|since| now.saturating_duration_since(since) < retention)
         });
         self.groups
             .values()

@@ -12,16 +12,8 @@ use super::*;
 use crate::kafka::group::config::GroupConfig;
 
 impl Group {
-    pub fn sync(
-        &mut self,
-        now: Instant,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-        protocol_type: Option<&str>,
-        protocol_name: Option<&str>,
-        assignments: Vec<(String, Bytes)>,
-    ) -> Reply<SyncResult> {
+    pub fn sync(&mut self, now: Instant, p: SyncParams) -> Reply<SyncResult> {
+        let member_id = p.member_id.as_str();
         let fail = |e| Reply::Now(SyncResult::error(e));
         if self.state == GroupState::Empty {
             return fail(ResponseError::UnknownMemberId);
@@ -29,14 +21,14 @@ impl Group {
         if self.state == GroupState::Dead {
             return fail(ResponseError::CoordinatorNotAvailable);
         }
-        if let Err(e) = self.validate_member(member_id, instance_id) {
+        if let Err(e) = self.validate_member(member_id, p.instance_id.as_deref()) {
             return fail(e);
         }
-        if generation != self.generation {
+        if p.generation != self.generation {
             return fail(ResponseError::IllegalGeneration);
         }
-        if inconsistent(protocol_type, self.protocol_type.as_deref())
-            || inconsistent(protocol_name, self.protocol_name.as_deref())
+        if inconsistent(p.protocol_type.as_deref(), self.protocol_type.as_deref())
+            || inconsistent(p.protocol_name.as_deref(), self.protocol_name.as_deref())
         {
             return fail(ResponseError::InconsistentGroupProtocol);
         }
@@ -44,17 +36,19 @@ impl Group {
             GroupState::PreparingRebalance => fail(ResponseError::RebalanceInProgress),
             GroupState::CompletingRebalance => {
                 let (tx, rx) = oneshot::channel();
-                if let Some(m) = self.member_mut(member_id) {
-                    if let Some(old) = m.sync_waiter.replace(tx) {
-                        let _ = old.send(SyncResult::error(ResponseError::RebalanceInProgress));
-                    }
+                // A repeated SyncGroup supersedes the parked one, which still gets an answer.
+                if let Some(old) = self
+                    .member_mut(member_id)
+                    .and_then(|m| m.sync_waiter.replace(tx))
+                {
+                    let _ = old.send(SyncResult::error(ResponseError::RebalanceInProgress));
                 }
                 self.pending_sync.remove(member_id);
                 if self.pending_sync.is_empty() {
                     self.sync_timer = None;
                 }
                 if self.is_leader(member_id) {
-                    let mut by_member: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    let mut by_member: HashMap<String, Bytes> = p.assignments.into_iter().collect();
                     for m in &mut self.members {
                         m.assignment = by_member.remove(&m.id).unwrap_or_default();
                     }

@@ -131,6 +131,18 @@ pub struct JoinParams {
     pub supports_skip_assignment: bool,
 }
 
+/// What SyncGroup carries, version-independent.
+#[derive(Debug, Clone, Default)]
+pub struct SyncParams {
+    pub group_id: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignments: Vec<(String, Bytes)>,
+}
+
 #[derive(Debug)]
 pub struct Member {
     pub id: String,
