@@ -15,9 +15,12 @@ impl GroupCoordinator {
             Some(ResponseError::NotCoordinator)
         } else {
             let instance = req.group_instance_id.as_deref();
-            self.with_groups(|g, now| {
-                g.heartbeat(now, &group_id, &req.member_id, instance, req.generation_id)
-            })
+            // No wake-up for the timer task (which would scan every group): a heartbeat
+            // only moves a session deadline later, a session timeout ahead, and the task
+            // passes at least every `ownership_check_interval` anyway.
+            let now = tokio::time::Instant::now();
+            self.lock()
+                .heartbeat(now, &group_id, &req.member_id, instance, req.generation_id)
         };
         HeartbeatResponse::default().with_error_code(code(error))
     }

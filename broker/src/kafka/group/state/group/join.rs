@@ -29,7 +29,7 @@ impl Group {
             ));
         }
         let prefix = p.instance_id.as_deref().unwrap_or(&p.client_id);
-        let new_id = format!("{prefix}-{}", uuid());
+        let new_id = format!("{prefix}-{}", uuid::Uuid::new_v4());
         if let Some(instance) = p.instance_id.clone() {
             if let Some(existing) = self.static_member_id(&instance).map(str::to_string) {
                 return Reply::Wait(self.replace_static_member(now, cfg, p, &existing, new_id));
@@ -250,6 +250,13 @@ impl Group {
                 },
             });
         }
+        tracing::info!(
+            group = %self.id,
+            generation = self.generation,
+            from = self.state.as_str(),
+            members = self.members.len(),
+            "preparing to rebalance"
+        );
         self.transition(GroupState::PreparingRebalance, now);
         if !initial {
             if self.all_members_joined() {
@@ -308,6 +315,13 @@ impl Group {
         }
         self.protocol_name = self.select_protocol();
         self.transition(GroupState::CompletingRebalance, now);
+        tracing::info!(
+            group = %self.id,
+            generation = self.generation,
+            members = self.members.len(),
+            protocol = self.protocol_name.as_deref().unwrap_or_default(),
+            "join phase complete"
+        );
         let all = self.current_members();
         let leader = self.leader.clone().unwrap_or_default();
         let results: Vec<JoinResult> = self

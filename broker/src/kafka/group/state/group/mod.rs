@@ -265,22 +265,6 @@ pub enum Reply<T> {
 /// `(member id, group instance id)` as LeaveGroup names a member.
 pub type LeavingMember = (String, Option<String>);
 
-/// A UUID v4 string from the thread RNG, for member ids.
-fn uuid() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 impl Group {
     pub fn new(id: String, now: Instant) -> Self {
         Group {
