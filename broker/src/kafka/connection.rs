@@ -146,6 +146,7 @@ where
             Err(e) => return Err(e.into()),
         };
         let (api, version, corr) = (req.api_key, req.version(), req.header.correlation_id);
+        let client_id = req.header.client_id.clone();
         let reply = match (req.body, &mut *auth) {
             (RequestKind::SaslHandshake(h), _) => {
                 let (resp, next) = handshake(h.mechanism.as_str(), version);
@@ -200,7 +201,9 @@ where
             (_, Auth::Required | Auth::Framed(_) | Auth::Raw(_)) => {
                 return Err(ConnError::Unauthenticated(api));
             }
-            (body, Auth::Done) => handlers::dispatch(conn, body, version).await,
+            (body, Auth::Done) => {
+                handlers::dispatch(conn, client_id.as_deref(), body, version).await
+            }
         };
         match reply {
             Reply::Response(body) => {

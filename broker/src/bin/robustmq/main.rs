@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run meta, journal and broker in this process.
-    Standalone(StandaloneArgs),
+    Standalone(Box<StandaloneArgs>),
     /// Manage the cluster through the meta API.
     Ctl(ctl::CtlArgs),
 }
@@ -76,8 +76,8 @@ struct StandaloneArgs {
     /// Kafka over TLS; served when --tls-cert and --tls-key are given.
     #[arg(long, default_value = "0.0.0.0:9093", env = "ROBUSTMQ_KAFKA_TLS_ADDR")]
     kafka_tls_addr: String,
-    /// Host name Kafka clients are given to reach this broker (default: the listener's
-    /// IP, or this machine's name when listening on every interface).
+    /// Host name Kafka clients are given to reach this broker (default 127.0.0.1: set it
+    /// when clients on other machines connect).
     #[arg(long, env = "ROBUSTMQ_ADVERTISED_HOST")]
     advertised_host: Option<String>,
     /// true|false: create topics Kafka clients ask for (default true).
@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("building the tokio runtime")?
-                .block_on(standalone(args))
+                .block_on(standalone(*args))
         }
     }
 }
@@ -122,9 +122,9 @@ async fn standalone(a: StandaloneArgs) -> anyhow::Result<()> {
     cfg.broker.allow_anonymous = !a.no_anonymous && a.allow_anonymous.unwrap_or(true);
     cfg.broker.mqtt_ws_addr = a.mqtt_ws_addr;
     cfg.broker.kafka_addr = a.kafka_addr;
-    if let Some(h) = a.advertised_host {
-        cfg.broker.advertised_host = h;
-    }
+    // Standalone is for one machine: unless told otherwise, send Kafka clients back to
+    // loopback rather than to a host name that may not resolve.
+    cfg.broker.advertised_host = a.advertised_host.unwrap_or_else(|| "127.0.0.1".into());
     if let Some(v) = a.kafka_auto_create_topics {
         cfg.broker.kafka.auto_create_topics = v;
     }

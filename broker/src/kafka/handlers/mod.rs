@@ -13,6 +13,7 @@ use kafka_protocol::messages::{RequestKind, ResponseKind};
 
 use super::KafkaContext;
 use super::cluster::Listener;
+use super::group::ClientInfo;
 
 /// What a handler knows about the connection it serves.
 pub struct Conn {
@@ -31,7 +32,12 @@ pub enum Reply {
 }
 
 /// Routes a request other than SASL (which the connection handles) to its handler.
-pub async fn dispatch(conn: &Conn, body: RequestKind, version: i16) -> Reply {
+pub async fn dispatch(
+    conn: &Conn,
+    client_id: Option<&str>,
+    body: RequestKind,
+    version: i16,
+) -> Reply {
     let ctx = &conn.ctx;
     let g = &ctx.groups;
     let r = match body {
@@ -73,7 +79,10 @@ pub async fn dispatch(conn: &Conn, body: RequestKind, version: i16) -> Reply {
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(admin::init_producer_id(conn, r, version).await)
         }
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(g.join_group(r, version).await),
+        RequestKind::JoinGroup(r) => {
+            let client = ClientInfo::new(client_id, conn.peer);
+            ResponseKind::JoinGroup(g.join_group_from(r, version, client).await)
+        }
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(g.sync_group(r, version).await),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(g.heartbeat(r, version).await),
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(g.leave_group(r, version).await),
