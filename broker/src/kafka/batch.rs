@@ -87,7 +87,7 @@ pub fn split(records: &Bytes) -> Result<Vec<(Bytes, Header)>, SplitError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::BytesMut;
     use kafka_protocol::records::{

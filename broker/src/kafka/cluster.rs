@@ -6,6 +6,7 @@
 //! the same answer from the same membership, and a join or leave moves only the keys the
 //! changed broker wins or held.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub enum Listener {
 pub struct Cluster {
     me: Member,
     members: Arc<RwLock<Vec<Member>>>,
+    /// Bumped on every membership change, so state tied to "who leads what" (producer
+    /// sequences) knows to reload.
+    generation: Arc<AtomicU64>,
 }
 
 /// Splits `host:port` (IPv6 hosts in brackets).
@@ -77,6 +81,7 @@ impl Cluster {
         Cluster {
             members: Arc::new(RwLock::new(vec![me.clone()])),
             me,
+            generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -125,7 +130,16 @@ impl Cluster {
         members.push(self.me.clone());
         members.sort_by_key(|b| b.id);
         members.dedup_by_key(|b| b.id);
-        *self.members.write().unwrap_or_else(|p| p.into_inner()) = members;
+        let mut cur = self.members.write().unwrap_or_else(|p| p.into_inner());
+        if *cur != members {
+            *cur = members;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Changes whenever the membership (and so any leadership) may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Reads the live brokers with a Kafka listener from meta.
@@ -202,7 +216,12 @@ mod tests {
             let n = before.iter().filter(|o| **o == id).count();
             assert!(n > 60, "broker {id} owns {n} of 300: badly spread");
         }
+        let g = one.generation();
         one.set(vec![b(1), b(3)]);
+        assert_ne!(one.generation(), g);
+        let g = one.generation();
+        one.set(vec![b(3), b(1)]);
+        assert_eq!(one.generation(), g, "same membership, same generation");
         for (k, was) in keys.iter().zip(&before) {
             if *was != 2 {
                 assert_eq!(one.owner(k), *was, "{k} moved though its owner stayed");

@@ -3,10 +3,12 @@
 //! with its original offset instead of being stored twice, and a gap in the sequence is
 //! refused with OUT_OF_ORDER_SEQUENCE_NUMBER.
 //!
-//! The state lives in memory. When leadership moves to another broker, the new leader has
-//! not seen the producer, and accepts its next batch whatever its sequence (as Kafka does
-//! for a producer whose state was lost): a retry that straddles the move can be stored
-//! twice. Rebuilding the state from the log tail on first touch would close that window.
+//! The state lives in memory on the partition's leader. Whenever the broker membership
+//! changes (so leadership may have moved, to or from this broker), a partition's state is
+//! rebuilt from the batch headers in the log tail before its next idempotent append, so a
+//! retry that straddles the move is still recognised. A producer not found in the tail
+//! (its batches are older than the scanned window) is accepted whatever its sequence, as
+//! Kafka does for a producer whose state expired.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,8 @@ use std::time::Instant;
 
 use kafka_protocol::ResponseError;
 
-use super::batch::Header;
+use super::batch::{self, Header};
+use crate::storage::StorageAdapter;
 
 /// Batches remembered per producer (Kafka's max.in.flight for idempotence).
 const REMEMBERED: usize = 5;
@@ -50,6 +53,8 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct PartitionProducers {
     producers: HashMap<i64, Producer>,
+    /// The cluster generation the state was rebuilt at; another one means reload.
+    pub loaded_at: Option<u64>,
 }
 
 fn next_seq(s: i32) -> i32 {
@@ -86,6 +91,11 @@ impl PartitionProducers {
             }
             _ => Verdict::Append,
         }
+    }
+
+    /// Forgets every producer (before a rebuild).
+    pub fn clear(&mut self) {
+        self.producers.clear();
     }
 
     /// Remembers a stored batch.
@@ -144,6 +154,52 @@ impl ProducerStates {
             .or_default()
             .clone()
     }
+}
+
+/// How far back a rebuild looks: Kafka clients keep at most 5 batches in flight, so the
+/// last many thousand offsets hold every live producer's recent batches in practice.
+const REBUILD_OFFSETS: u64 = 100_000;
+const REBUILD_BYTES: usize = 16 << 20;
+
+/// Re-learns a partition's producers from the batch headers of its log tail.
+pub async fn rebuild(
+    storage: &dyn StorageAdapter,
+    topic: &str,
+    shard: u32,
+    state: &mut PartitionProducers,
+) -> crate::Result<()> {
+    state.clear();
+    let o = storage.offsets(topic, shard).await?;
+    let mut at = o
+        .high_watermark
+        .saturating_sub(REBUILD_OFFSETS)
+        .max(o.log_start);
+    let mut budget = REBUILD_BYTES;
+    while at < o.high_watermark && budget > 0 {
+        let r = storage
+            .read(
+                topic,
+                shard,
+                at,
+                budget.min(1 << 20),
+                std::time::Duration::ZERO,
+            )
+            .await?;
+        if r.records.is_empty() || r.next_offset <= at {
+            break;
+        }
+        let batches = batch::split(&r.records)
+            .map_err(|e| crate::BrokerError::BadRecord(format!("stored batch: {e}")))?;
+        for (b, h) in batches {
+            let base = i64::from_be_bytes(b[..8].try_into().unwrap_or_default());
+            if h.producer_id >= 0 {
+                state.record(&h, base);
+            }
+        }
+        budget = budget.saturating_sub(r.records.len());
+        at = r.next_offset;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -216,5 +272,48 @@ mod tests {
             p.check(&h(1, 0, 1, 1)),
             Verdict::Duplicate { base_offset: 1 }
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_rebuilds_producers_from_the_log() {
+        use crate::storage::local::LocalStorage;
+        use journal::engine::EngineHooks;
+        use journal::registry::ShardManager;
+        use journal::{EngineKind, ShardSpec};
+
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ShardSpec {
+            engine: EngineKind::Memory,
+            ..ShardSpec::default()
+        };
+        let shards = Arc::new(ShardManager::new(
+            1,
+            dir.path().to_path_buf(),
+            spec.clone(),
+            EngineHooks::default(),
+        ));
+        let storage = LocalStorage::new(shards, spec);
+        // Another broker led the partition: producer 7 wrote two batches, an anonymous
+        // producer one.
+        let b1 = batch::tests::batch(7, 2, 0, 3);
+        let b2 = batch::tests::batch(7, 2, 3, 2);
+        storage.append("t", 0, vec![b1.clone()]).await.unwrap();
+        storage
+            .append("t", 0, vec![batch::tests::batch(-1, -1, -1, 4)])
+            .await
+            .unwrap();
+        storage.append("t", 0, vec![b2.clone()]).await.unwrap();
+
+        let mut state = PartitionProducers::default();
+        rebuild(&storage, "t", 0, &mut state).await.unwrap();
+        let h2 = batch::split(&b2).unwrap()[0].1;
+        assert_eq!(state.check(&h2), Verdict::Duplicate { base_offset: 7 });
+        let h1 = batch::split(&b1).unwrap()[0].1;
+        assert_eq!(state.check(&h1), Verdict::Duplicate { base_offset: 0 });
+        assert_eq!(
+            state.check(&h(7, 2, 9, 1)),
+            Verdict::Reject(ResponseError::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(state.check(&h(7, 2, 5, 1)), Verdict::Append);
     }
 }

@@ -16,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Conn;
 use crate::kafka::batch::{self, SplitError};
-use crate::kafka::idempotence::Verdict;
+use crate::kafka::idempotence::{self, Verdict};
 use crate::kafka::topics::KafkaTopic;
 
 /// The outcome of one partition: offset or error, and a message for v8+.
@@ -182,6 +182,16 @@ async fn partition(
     };
     let state = ctx.producers.partition(&topic.name, shard);
     let mut state = state.lock().await;
+    let generation = ctx.cluster.generation();
+    if state.loaded_at != Some(generation) {
+        if let Err(e) =
+            idempotence::rebuild(ctx.storage.as_ref(), &topic.name, shard, &mut state).await
+        {
+            tracing::warn!(topic = %topic.name, shard, error = %e, "rebuilding producer state");
+            return Outcome::err(ResponseError::KafkaStorageError, e.to_string());
+        }
+        state.loaded_at = Some(generation);
+    }
     match state.check(&h) {
         Verdict::Duplicate { base_offset } => Outcome::ok(base_offset),
         Verdict::Reject(e) => Outcome::err(
