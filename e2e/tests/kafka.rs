@@ -454,7 +454,7 @@ async fn a_resent_idempotent_batch_is_not_stored_twice_and_a_sequence_gap_is_rej
     let values: Vec<String> = fetched
         .records()?
         .into_iter()
-        .map(|(_, _, v)| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned())
+        .map(|r| String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned())
         .collect();
     ensure!(
         values == ["a", "b", "c", "d", "e"],
@@ -575,15 +575,41 @@ async fn mqtt_publishes_reach_kafka_consumers_and_kafka_records_reach_mqtt_subsc
     let addr = server.bootstrap();
     let mqtt = server.mqtt_port().context("mqtt port")?.to_string();
 
+    let publish = |topic: &str, payload: &str, props: &[&str]| -> Result<()> {
+        let st = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &mqtt, "-V", "mqttv5", "-q", "1"])
+            .args(["-t", topic, "-m", payload])
+            .args(props)
+            .status()?;
+        ensure!(st.success(), "mosquitto_pub to {topic} failed");
+        Ok(())
+    };
+    // Brokers pick up new topic bindings on their next refresh (about a second): until
+    // then publishes land in the default topic. Probe until one lands in `sensors`.
+    let mut w = Wire::connect(&addr)?;
+    let mut start = 0;
+    eventually(
+        "sensors/# to route MQTT publishes to `sensors`",
+        Duration::from_secs(20),
+        || {
+            publish("sensors/probe", "probe", &[])?;
+            let (code, end, _) = w.list_offset("sensors", 0, LATEST)?;
+            ensure!(code == 0, "ListOffsets sensors: error {code}");
+            start = end;
+            Ok(end > 0)
+        },
+    )?;
+
     // MQTT 5 -> Kafka: key = MQTT topic, value = payload, headers = user properties.
-    let st = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &mqtt, "-V", "mqttv5", "-q", "1"])
-        .args(["-t", "sensors/a/temp", "-m", "21.5"])
-        .args(["-D", "publish", "user-property", "unit", "C"])
-        .status()?;
-    ensure!(st.success(), "mosquitto_pub failed");
-    let got = consume(Client::KafkaPython, &Consume::new(&addr, "sensors", 1))?
-        .expect_ok("consume the MQTT publish")?;
+    publish(
+        "sensors/a/temp",
+        "21.5",
+        &["-D", "publish", "user-property", "unit", "C"],
+    )?;
+    let mut c = Consume::new(&addr, "sensors", 1);
+    c.partition = Some(0);
+    c.offset = Some(start);
+    let got = consume(Client::KafkaPython, &c)?.expect_ok("consume the MQTT publish")?;
     let r = got.records().into_iter().next().context("one record")?;
     ensure!(
         r.key.as_deref() == Some("sensors/a/temp") && r.value == "21.5",

@@ -352,15 +352,11 @@ impl Fetched {
         RecordBatchDecoder::decode_batch_info(&mut buf)
     }
 
-    /// Every record, decompressed: (offset, key, value).
-    pub fn records(&self) -> Result<Vec<(i64, Option<Bytes>, Option<Bytes>)>> {
+    /// Every record, decompressed.
+    pub fn records(&self) -> Result<Vec<Record>> {
         let mut buf = self.records.clone();
         let sets = RecordBatchDecoder::decode_all(&mut buf)?;
-        Ok(sets
-            .into_iter()
-            .flat_map(|s| s.records)
-            .map(|r| (r.offset, r.key, r.value))
-            .collect())
+        Ok(sets.into_iter().flat_map(|s| s.records).collect())
     }
 }
 
