@@ -73,7 +73,7 @@ impl Server {
                 if !o.sasl_users.is_empty() {
                     bail!("SASL scenarios run on standalone");
                 }
-                let split = Split::start(dir, o.brokers, true).await?;
+                let split = Split::start(dir, o.brokers).await?;
                 let server = Server::Split(split);
                 server.wait_kafka(true).await?;
                 Ok(server)
@@ -84,7 +84,7 @@ impl Server {
                 } else {
                     &["--allow-anonymous", "false"]
                 };
-                let sa = Standalone::start_with_kafka(dir, extra).await?;
+                let sa = Standalone::start(dir, extra).await?;
                 for (user, password) in &o.sasl_users {
                     crate::robustmq::ctl(
                         &sa.meta,
@@ -127,15 +127,11 @@ impl Server {
     pub fn brokers(&self) -> Vec<String> {
         match self {
             Server::Apache(k) => vec![k.bootstrap()],
-            Server::Standalone(sa) => sa
-                .kafka
-                .map(|p| format!("127.0.0.1:{p}"))
-                .into_iter()
-                .collect(),
+            Server::Standalone(sa) => vec![format!("127.0.0.1:{}", sa.kafka)],
             Server::Split(sp) => sp
                 .brokers
                 .iter()
-                .filter_map(|b| b.kafka.map(|p| format!("127.0.0.1:{p}")))
+                .map(|b| format!("127.0.0.1:{}", b.kafka))
                 .collect(),
         }
     }

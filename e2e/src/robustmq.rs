@@ -1,7 +1,8 @@
 //! RobustMQ deployments of real processes on loopback for the broker e2e tests:
 //! `robustmq standalone` (all tiers in one process) and a split deployment (one
-//! `robustmq-meta`, one `robustmq-journal`, N `robustmq-broker`), each optionally with a
-//! Kafka listener advertised as 127.0.0.1, plus `robustmq ctl`.
+//! `robustmq-meta`, one `robustmq-journal`, N `robustmq-broker`), plus `robustmq ctl`.
+//! Every listener, Kafka's included (it is on by default), binds a free loopback port;
+//! Kafka advertises 127.0.0.1.
 
 use std::process::Command;
 use std::time::Duration;
@@ -50,25 +51,16 @@ pub struct Standalone {
     pub mqtt: u16,
     /// MQTT over WebSocket.
     pub ws: u16,
-    /// The Kafka listener, when started with one.
-    pub kafka: Option<u16>,
+    /// The Kafka listener.
+    pub kafka: u16,
     pub admin: String,
     /// Meta gRPC address (for `robustmq ctl`).
     pub meta: String,
 }
 
 impl Standalone {
-    /// MQTT (TCP and WebSocket) only, plus `extra` flags.
+    /// Starts with the default flags plus `extra`, and waits until it is ready.
     pub async fn start(dir: &TestDir, extra: &[&str]) -> Result<Standalone> {
-        Self::launch(dir, false, extra).await
-    }
-
-    /// With a Kafka listener on a free port, advertised as 127.0.0.1, plus `extra` flags.
-    pub async fn start_with_kafka(dir: &TestDir, extra: &[&str]) -> Result<Standalone> {
-        Self::launch(dir, true, extra).await
-    }
-
-    async fn launch(dir: &TestDir, kafka: bool, extra: &[&str]) -> Result<Standalone> {
         let mqtt = free_port();
         let admin = format!("127.0.0.1:{}", free_port());
         let meta = format!("127.0.0.1:{}", free_port());
@@ -90,15 +82,16 @@ impl Standalone {
             s("--journal-addr"),
             format!("127.0.0.1:{}", free_port()),
         ];
-        let kafka = kafka.then(free_port);
-        if let Some(port) = kafka {
-            args.extend([
-                s("--kafka-addr"),
-                format!("127.0.0.1:{port}"),
-                s("--advertised-host"),
-                s("127.0.0.1"),
-            ]);
-        }
+        let kafka = free_port();
+        args.extend([
+            s("--kafka-addr"),
+            format!("127.0.0.1:{kafka}"),
+            // Served only with a certificate, but never on the default port.
+            s("--kafka-tls-addr"),
+            format!("127.0.0.1:{}", free_port()),
+            s("--advertised-host"),
+            s("127.0.0.1"),
+        ]);
         args.extend(extra.iter().map(|a| a.to_string()));
         let mut proc = Process::new("standalone", bin("robustmq"), args, dir.path());
         proc.start()?;
@@ -141,7 +134,7 @@ impl Standalone {
 pub struct Broker {
     pub proc: Process,
     pub mqtt: u16,
-    pub kafka: Option<u16>,
+    pub kafka: u16,
     pub admin: String,
 }
 
@@ -156,9 +149,9 @@ pub struct Split {
 
 impl Split {
     /// Starts meta and journal, creates the default storage policy (segment engine,
-    /// interval fsync) and the default topic binding `#` (2 shards), then `brokers` brokers,
-    /// with Kafka listeners when `kafka` is set, and checks they all registered.
-    pub async fn start(dir: &TestDir, brokers: usize, kafka: bool) -> Result<Split> {
+    /// interval fsync) and the default topic binding `#` (2 shards), then `brokers`
+    /// brokers, and checks they all registered.
+    pub async fn start(dir: &TestDir, brokers: usize) -> Result<Split> {
         let meta_addr = format!("127.0.0.1:{}", free_port());
         let meta_admin = format!("127.0.0.1:{}", free_port());
         let mut meta = Process::new(
@@ -223,7 +216,7 @@ impl Split {
             meta_addr,
         };
         for id in 1..=brokers {
-            split.add_broker(dir, id, kafka).await?;
+            split.add_broker(dir, id).await?;
         }
         let alive = split.brokers_alive()?;
         if alive != brokers {
@@ -232,7 +225,7 @@ impl Split {
         Ok(split)
     }
 
-    async fn add_broker(&mut self, dir: &TestDir, id: usize, kafka: bool) -> Result<()> {
+    async fn add_broker(&mut self, dir: &TestDir, id: usize) -> Result<()> {
         let mqtt = free_port();
         let admin = format!("127.0.0.1:{}", free_port());
         let mut args = vec![
@@ -245,15 +238,13 @@ impl Split {
             s("--admin-addr"),
             admin.clone(),
         ];
-        let kafka = kafka.then(free_port);
-        if let Some(port) = kafka {
-            args.extend([
-                s("--kafka-addr"),
-                format!("127.0.0.1:{port}"),
-                s("--advertised-host"),
-                s("127.0.0.1"),
-            ]);
-        }
+        let kafka = free_port();
+        args.extend([
+            s("--kafka-addr"),
+            format!("127.0.0.1:{kafka}"),
+            s("--advertised-host"),
+            s("127.0.0.1"),
+        ]);
         let mut proc = Process::new(
             &format!("broker-{id}"),
             bin("robustmq-broker"),

@@ -14,74 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use e2e::harness::{Process, TestDir, bin, free_port, http_get, wait_for};
-
-/// One `robustmq standalone` on free ports.
-struct Standalone {
-    proc: Process,
-    mqtt: u16,
-    /// MQTT over WebSocket.
-    ws: u16,
-    /// Meta gRPC address (for `robustmq ctl`).
-    meta: String,
-}
-
-impl Standalone {
-    async fn start(dir: &TestDir, extra: &[&str]) -> Result<Standalone> {
-        let mqtt = free_port();
-        let admin = format!("127.0.0.1:{}", free_port());
-        let meta = format!("127.0.0.1:{}", free_port());
-        let ws = free_port();
-        let mut args: Vec<String> = vec![
-            "standalone".into(),
-            "--mqtt-ws-addr".into(),
-            format!("127.0.0.1:{ws}"),
-            "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
-            "--mqtt-addr".into(),
-            format!("127.0.0.1:{mqtt}"),
-            "--admin-addr".into(),
-            admin.clone(),
-            "--meta-addr".into(),
-            meta.clone(),
-            "--meta-admin-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--journal-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--kafka-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--kafka-tls-addr".into(),
-            format!("127.0.0.1:{}", free_port()),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut proc = Process::new("standalone", bin("robustmq"), args, dir.path());
-        proc.start()?;
-        wait_for("standalone /readyz", Duration::from_secs(60), || {
-            let admin = admin.clone();
-            async move {
-                Ok(http_get(&admin, "/readyz")
-                    .ok()
-                    .filter(|(code, _)| *code == 200)
-                    .map(|_| ()))
-            }
-        })
-        .await?;
-        Ok(Standalone {
-            proc,
-            mqtt,
-            ws,
-            meta,
-        })
-    }
-
-    fn stop(&mut self) {
-        let status = self.proc.terminate(Duration::from_secs(20));
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "standalone did not shut down cleanly on SIGTERM: {status:?}"
-        );
-    }
-}
+use e2e::harness::{TestDir, free_port};
+use e2e::robustmq::{Split, Standalone, ctl};
 
 fn tools_dir() -> PathBuf {
     std::env::var_os("ROBUSTMQ_TOOLS_DIR")
@@ -488,163 +422,13 @@ async fn malformed_packets_close_only_that_connection_with_the_right_reason() ->
     Ok(())
 }
 
-/// A split deployment: one meta, one journal, two brokers, as separate processes.
-struct Split {
-    meta: Process,
-    journal: Process,
-    brokers: Vec<(Process, u16)>,
-}
-
-fn s(v: &str) -> String {
-    v.to_string()
-}
-
-async fn wait_ready(name: &str, admin: &str) -> Result<()> {
-    let admin = admin.to_string();
-    wait_for(name, Duration::from_secs(60), || {
-        let admin = admin.clone();
-        async move {
-            Ok(http_get(&admin, "/readyz")
-                .ok()
-                .filter(|(code, _)| *code == 200)
-                .map(|_| ()))
-        }
-    })
-    .await
-}
-
-fn ctl(meta: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin("robustmq"))
-        .args(["ctl", "--meta", meta])
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "robustmq ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-impl Split {
-    async fn start(dir: &TestDir) -> Result<Split> {
-        let meta_addr = format!("127.0.0.1:{}", free_port());
-        let meta_admin = format!("127.0.0.1:{}", free_port());
-        let mut meta = Process::new(
-            "meta",
-            bin("robustmq-meta"),
-            vec![
-                s("--node-id"),
-                s("1"),
-                s("--grpc-addr"),
-                meta_addr.clone(),
-                s("--admin-addr"),
-                meta_admin.clone(),
-                s("--data-dir"),
-                dir.path().join("meta").display().to_string(),
-            ],
-            dir.path(),
-        );
-        meta.start()?;
-        wait_ready("meta /readyz", &meta_admin).await?;
-        let journal_admin = format!("127.0.0.1:{}", free_port());
-        let mut journal = Process::new(
-            "journal",
-            bin("robustmq-journal"),
-            vec![
-                s("--node-id"),
-                s("1"),
-                s("--grpc-addr"),
-                format!("127.0.0.1:{}", free_port()),
-                s("--admin-addr"),
-                journal_admin.clone(),
-                s("--data-dir"),
-                dir.path().join("journal").display().to_string(),
-                s("--meta"),
-                meta_addr.clone(),
-            ],
-            dir.path(),
-        );
-        journal.start()?;
-        wait_ready("journal /readyz", &journal_admin).await?;
-        ctl(
-            &meta_addr,
-            &[
-                "policy", "create", "default", "--engine", "segment", "--fsync", "interval",
-            ],
-        )?;
-        ctl(
-            &meta_addr,
-            &[
-                "topic",
-                "create",
-                "default",
-                "--shards",
-                "2",
-                "--mqtt-filter",
-                "#",
-            ],
-        )?;
-        let mut brokers = Vec::new();
-        for id in 1..=2u16 {
-            let port = free_port();
-            let admin = format!("127.0.0.1:{}", free_port());
-            let mut b = Process::new(
-                &format!("broker-{id}"),
-                bin("robustmq-broker"),
-                vec![
-                    s("--node-id"),
-                    id.to_string(),
-                    s("--meta"),
-                    meta_addr.clone(),
-                    s("--mqtt-addr"),
-                    format!("127.0.0.1:{port}"),
-                    s("--kafka-addr"),
-                    format!("127.0.0.1:{}", free_port()),
-                    s("--admin-addr"),
-                    admin.clone(),
-                ],
-                dir.path(),
-            );
-            b.start()?;
-            wait_ready(&format!("broker {id} /readyz"), &admin).await?;
-            brokers.push((b, port));
-        }
-        let status = ctl(&meta_addr, &["cluster", "status", "--output", "json"])?;
-        let v: serde_json::Value = serde_json::from_str(&status)?;
-        let brokers_alive = v["nodes"]
-            .as_array()
-            .map(|n| {
-                n.iter()
-                    .filter(|n| n["role"] == "NODE_ROLE_BROKER" && n["state"] == "NODE_STATE_ALIVE")
-                    .count()
-            })
-            .unwrap_or(0);
-        assert_eq!(brokers_alive, 2, "both brokers registered: {status}");
-        Ok(Split {
-            meta,
-            journal,
-            brokers,
-        })
-    }
-
-    fn stop(&mut self) {
-        for (b, _) in &mut self.brokers {
-            b.terminate(Duration::from_secs(15));
-        }
-        self.journal.terminate(Duration::from_secs(15));
-        self.meta.terminate(Duration::from_secs(15));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_deployment_delivers_across_brokers_takes_over_and_resumes_after_a_broker_dies()
 -> Result<()> {
     let py = python();
     let dir = TestDir::new("mqtt-split");
-    let mut split = Split::start(&dir).await?;
-    let (p1, p2) = (split.brokers[0].1, split.brokers[1].1);
+    let mut split = Split::start(&dir, 2).await?;
+    let (p1, p2) = (split.brokers[0].mqtt, split.brokers[1].mqtt);
     for (version, qos) in [(3u8, 1u8), (5, 2), (5, 0)] {
         let child = Command::new(&py)
             .arg(clients_dir().join("paho_check.py"))
@@ -693,7 +477,7 @@ async fn split_deployment_delivers_across_brokers_takes_over_and_resumes_after_a
     assert_eq!(line.trim(), "ready", "holder did not subscribe");
     // The session checkpoints its subscriptions to meta within a second.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    split.brokers[0].0.kill();
+    split.brokers[0].proc.kill();
     holder.kill()?;
     holder.wait()?;
     let child = Command::new(&py)
