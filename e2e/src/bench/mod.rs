@@ -1,5 +1,5 @@
-//! On-demand benchmarks of RobustMQ against its peers, one mode per protocol (`mqtt`
-//! today; `kafka` to come). Not run in CI.
+//! On-demand benchmarks of RobustMQ against its peers, one mode per protocol (`mqtt`,
+//! and [`kafka`] with Apache Kafka's own perf tools). Not run in CI.
 //!
 //! Every mode uses the same pieces: [`peer`] starts each broker as a child process on
 //! loopback with free ports and a data directory of its own and stops it by its pid;
@@ -9,6 +9,7 @@
 
 pub mod cpu;
 pub mod histogram;
+pub mod kafka;
 pub mod mqtt;
 pub mod peer;
 pub mod table;

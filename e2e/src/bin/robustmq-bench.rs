@@ -33,6 +33,9 @@ struct Cli {
 enum Mode {
     /// MQTT: one load generator, run against each broker in turn.
     Mqtt(MqttArgs),
+    /// Kafka: Apache Kafka's perf tools against Apache Kafka, RobustMQ standalone and
+    /// RobustMQ split, in turn.
+    Kafka(Box<KafkaArgs>),
     /// One part of a split MQTT load (started by `mqtt --split-check`).
     #[command(hide = true)]
     MqttWorker { spec: String },
@@ -143,6 +146,7 @@ fn machine() -> String {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.mode {
+        Mode::Kafka(a) => run_kafka(*a),
         Mode::MqttWorker { spec } => runtime(None)?.block_on(e2e::bench::mqtt::worker(&spec)),
         Mode::Mqtt(a) => {
             if let Some(cpus) = &a.gen_cpus {
@@ -226,4 +230,52 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
         b.worker_threads(t.max(1));
     }
     b.enable_all().build().context("building the tokio runtime")
+}
+
+#[derive(Parser)]
+struct KafkaArgs {
+    /// Servers to compare; the first is the reference for the ratios.
+    #[arg(long, value_delimiter = ',', default_value = "apache,standalone,split")]
+    peers: Vec<e2e::bench::kafka::KafkaPeer>,
+    /// Records ProducerPerformance sends and ConsumerPerformance reads.
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Records EndToEndLatency sends, one at a time.
+    #[arg(long, default_value_t = 5_000)]
+    latency_records: u64,
+    /// Also write the Markdown tables to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn run_kafka(a: KafkaArgs) -> Result<()> {
+    let bench = e2e::bench::kafka::KafkaBench {
+        peers: a.peers,
+        records: a.records,
+        record_size: a.record_size,
+        partitions: a.partitions,
+        latency_records: a.latency_records,
+    };
+    let header = format!("machine: {}\n", machine());
+    eprint!("{header}");
+    let rows = runtime(None)?.block_on(bench.run(|r| match &r.error {
+        Some(e) => eprintln!("{}: FAILED {e}", r.peer),
+        None => eprintln!(
+            "{}: produce {:.1} MB/s p99 {:.0} ms, consume {:.1} MB/s, end-to-end p50 {:.0} ms p99 {:.0} ms",
+            r.peer, r.produce_mb_s, r.produce_p99_ms, r.consume_mb_s, r.e2e_p50_ms, r.e2e_p99_ms
+        ),
+    }));
+    let md = format!(
+        "```text\n{header}```\n\n{}",
+        e2e::bench::kafka::markdown(&rows, &bench)
+    );
+    std::io::stdout().write_all(md.as_bytes())?;
+    if let Some(path) = a.out {
+        std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
