@@ -1,5 +1,7 @@
-//! CPU time of a process (all its threads, user + system) from `/proc/<pid>/stat`, so a
-//! benchmark can say how busy the load generator and the broker were.
+//! CPU time of a process (all its threads, user + system) from `/proc/<pid>/stat`, and
+//! the time its threads spent runnable but waiting for a CPU (`/proc/<pid>/task/*/schedstat`),
+//! so a benchmark can say how busy the load generator and the broker were, and how much
+//! other work on the machine held them back.
 
 use std::sync::OnceLock;
 
@@ -40,6 +42,33 @@ pub fn cpu_seconds(pid: Option<u32>) -> Result<f64> {
     parse_stat(&text).with_context(|| format!("parsing {path}: {text}"))
 }
 
+/// Seconds the threads of `pid` (`None`: this process) have spent waiting on a run
+/// queue: runnable, but another task had the CPU. Summed over the live threads (the
+/// second field of each thread's `schedstat`, in ns); threads that already exited are
+/// not counted.
+pub fn run_queue_wait_seconds(pid: Option<u32>) -> Result<f64> {
+    let dir = match pid {
+        Some(p) => format!("/proc/{p}/task"),
+        None => "/proc/self/task".to_string(),
+    };
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+        let path = t?.path().join("schedstat");
+        // A thread may exit between the listing and the read.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        ns += parse_schedstat_wait(&text)
+            .with_context(|| format!("parsing {}: {text}", path.display()))?;
+    }
+    Ok(ns as f64 / 1e9)
+}
+
+/// The run-queue wait (ns) of a `schedstat` line: "cpu_ns wait_ns timeslices".
+pub fn parse_schedstat_wait(text: &str) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +80,13 @@ mod tests {
         let secs = parse_stat(text).expect("parses");
         assert!((secs - 300.0 / ticks_per_second()).abs() < 1e-9, "{secs}");
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn schedstat_wait_is_the_second_field() {
+        assert_eq!(parse_schedstat_wait("123456 7890 12\n"), Some(7890));
+        assert_eq!(parse_schedstat_wait("123456"), None);
+        assert!(run_queue_wait_seconds(None).expect("own schedstat") >= 0.0);
     }
 
     #[test]

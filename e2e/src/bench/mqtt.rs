@@ -165,7 +165,9 @@ impl MqttBench {
                         lost: 0,
                         duplicates: 0,
                         gen_cores: 0.0,
+                        gen_waiting: 0.0,
                         broker_cores: None,
+                        broker_waiting: None,
                         error: Some(format!("{e:#}").replace('\n', " ")),
                     },
                 };
@@ -225,7 +227,9 @@ impl MqttBench {
             lost: r.lost(),
             duplicates: r.duplicates,
             gen_cores: r.gen_cpu_secs / r.window_secs,
+            gen_waiting: r.gen_wait_secs / r.window_secs,
             broker_cores: r.sampled_cpu_secs.first().map(|c| c / r.window_secs),
+            broker_waiting: r.sampled_wait_secs.first().map(|c| c / r.window_secs),
             error: None,
         })
     }

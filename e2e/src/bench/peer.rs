@@ -42,7 +42,8 @@ pub struct PeerSetup {
     pub robustmq: PathBuf,
     pub mosquitto: PathBuf,
     pub rumqttd: PathBuf,
-    /// `taskset -c` CPU list for the broker process, if any.
+    /// `taskset -c` CPU list for the broker process, if any. (Its nice value is the
+    /// generator's: children inherit it.)
     pub cpus: Option<String>,
 }
 

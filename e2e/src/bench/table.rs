@@ -18,9 +18,22 @@ pub struct Row {
     pub duplicates: u64,
     /// CPU used during the measured window, in cores (CPU seconds / wall seconds).
     pub gen_cores: f64,
+    /// Time runnable but waiting for a CPU during the window, per wall second (summed
+    /// over threads): what other work on the machine took from the process.
+    pub gen_waiting: f64,
     pub broker_cores: Option<f64>,
+    pub broker_waiting: Option<f64>,
     /// A failed run: why. The figures are then zero.
     pub error: Option<String>,
+}
+
+impl Row {
+    /// Broker CPU per message received, microseconds: a figure that depends less on how
+    /// much of the machine the broker got than msg/s does.
+    pub fn broker_cpu_per_msg_us(&self) -> Option<f64> {
+        let cores = self.broker_cores?;
+        (self.msgs_per_sec > 0.0).then(|| cores * 1e6 / self.msgs_per_sec)
+    }
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -75,17 +88,17 @@ pub fn markdown(rows: &[Row], reference: &str) -> String {
         let _ = writeln!(out, "#### {sc}\n");
         let _ = writeln!(
             out,
-            "| broker | msg/s | p50 ms | p99 ms | lost | dup | generator cores | broker cores |"
+            "| broker | msg/s | p50 ms | p99 ms | lost | dup | generator cores (waiting) | broker cores (waiting) | broker CPU us/msg |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in rows.iter().filter(|r| r.scenario == *sc) {
             if let Some(e) = &r.error {
-                let _ = writeln!(out, "| {} | failed: {e} | | | | | | |", r.peer);
+                let _ = writeln!(out, "| {} | failed: {e} | | | | | | | |", r.peer);
                 continue;
             }
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {:.2} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {:.2} ({:.2}) | {} | {} |",
                 r.peer,
                 thousands(r.msgs_per_sec),
                 ms(r.p50_ms),
@@ -93,7 +106,13 @@ pub fn markdown(rows: &[Row], reference: &str) -> String {
                 r.lost,
                 r.duplicates,
                 r.gen_cores,
-                r.broker_cores.map_or("-".into(), |c| format!("{c:.2}")),
+                r.gen_waiting,
+                match (r.broker_cores, r.broker_waiting) {
+                    (Some(c), Some(w)) => format!("{c:.2} ({w:.2})"),
+                    _ => "-".into(),
+                },
+                r.broker_cpu_per_msg_us()
+                    .map_or("-".into(), |u| format!("{u:.1}")),
             );
         }
         out.push('\n');
@@ -101,11 +120,14 @@ pub fn markdown(rows: &[Row], reference: &str) -> String {
     if !others.is_empty() {
         let _ = write!(out, "#### Ratios ({reference} / other)\n\n| scenario |");
         for o in &others {
-            let _ = write!(out, " msg/s vs {o} | p99 {o} / {reference} |");
+            let _ = write!(
+                out,
+                " msg/s vs {o} | p99 {o} / {reference} | CPU/msg {o} / {reference} |"
+            );
         }
         let _ = write!(out, "\n|---|");
         for _ in &others {
-            out.push_str("---:|---:|");
+            out.push_str("---:|---:|---:|");
         }
         out.push('\n');
         let ok = |sc: &str, peer: &str| {
@@ -116,14 +138,18 @@ pub fn markdown(rows: &[Row], reference: &str) -> String {
             let _ = write!(out, "| {sc} |");
             let me = ok(sc, reference);
             for o in &others {
-                let (t, p) = match (me, ok(sc, o)) {
+                let (t, p, c) = match (me, ok(sc, o)) {
                     (Some(m), Some(x)) => (
                         ratio(m.msgs_per_sec, x.msgs_per_sec),
                         ratio(x.p99_ms.unwrap_or(0.0), m.p99_ms.unwrap_or(0.0)),
+                        ratio(
+                            x.broker_cpu_per_msg_us().unwrap_or(0.0),
+                            m.broker_cpu_per_msg_us().unwrap_or(0.0),
+                        ),
                     ),
-                    _ => ("-".into(), "-".into()),
+                    _ => ("-".into(), "-".into(), "-".into()),
                 };
-                let _ = write!(out, " {t} | {p} |");
+                let _ = write!(out, " {t} | {p} | {c} |");
             }
             out.push('\n');
         }
@@ -145,7 +171,9 @@ mod tests {
             lost: 0,
             duplicates: 0,
             gen_cores: 0.5,
+            gen_waiting: 0.1,
             broker_cores: Some(1.0),
+            broker_waiting: Some(0.25),
             error: None,
         }
     }
@@ -163,8 +191,10 @@ mod tests {
         ];
         let md = markdown(&rows, "R");
         assert!(md.contains("| R | 30,000 | 0.50 | 2.00 |"), "{md}");
-        assert!(md.contains("| a | 1.50x | 2.00x |"), "{md}");
-        assert!(md.contains("| b | - | - |"), "{md}");
+        // 1 core for 30,000 msg/s is 33.3 us per message; 1 core for 20,000 is 50.
+        assert!(md.contains("| 0.50 (0.10) | 1.00 (0.25) | 33.3 |"), "{md}");
+        assert!(md.contains("| a | 1.50x | 2.00x | 1.50x |"), "{md}");
+        assert!(md.contains("| b | - | - | - |"), "{md}");
         assert!(md.contains("| M | failed: refused |"), "{md}");
     }
 

@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use super::conn::{Conn, PublishTemplate, VERSION};
 use super::payload::{Header, new_payload, now_ns, read_header, write_header};
 use super::window::Window;
-use crate::bench::cpu::cpu_seconds;
+use crate::bench::cpu::{cpu_seconds, run_queue_wait_seconds};
 use crate::bench::histogram::{Histogram, HistogramWire};
 
 /// Who publishes to whom.
@@ -116,6 +116,10 @@ pub struct LoadResult {
     pub gen_cpu_secs: f64,
     /// CPU seconds of each of `sample_pids` during the measured window.
     pub sampled_cpu_secs: Vec<f64>,
+    /// Seconds the generator's threads waited for a CPU during the measured window.
+    pub gen_wait_secs: f64,
+    /// The same for each of `sample_pids`.
+    pub sampled_wait_secs: Vec<f64>,
     pub connect_secs: f64,
 }
 
@@ -132,8 +136,10 @@ impl LoadResult {
         self.duplicates += o.duplicates;
         self.reclaimed += o.reclaimed;
         self.gen_cpu_secs += o.gen_cpu_secs;
+        self.gen_wait_secs += o.gen_wait_secs;
         if self.sampled_cpu_secs.is_empty() {
             self.sampled_cpu_secs.clone_from(&o.sampled_cpu_secs);
+            self.sampled_wait_secs.clone_from(&o.sampled_wait_secs);
         }
         self.connect_secs = self.connect_secs.max(o.connect_secs);
     }
@@ -157,6 +163,8 @@ const STALL: Duration = Duration::from_secs(2);
 /// Bytes a closed-loop publisher gathers into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Free space kept in a read buffer before each read.
+const READ_ROOM: usize = 64 * 1024;
 
 struct Topology {
     /// (publisher id, topic)
@@ -342,21 +350,10 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadResult> {
         let pids = ctx.spec.sample_pids.clone();
         async move {
             tokio::time::sleep_until(meas_start.into()).await;
-            let gen0 = cpu_seconds(None)?;
-            let pid0 = pids
-                .iter()
-                .map(|p| cpu_seconds(Some(*p)))
-                .collect::<Result<Vec<_>>>()?;
+            let before = Usage::sample(&pids)?;
             tokio::time::sleep_until(meas_end.into()).await;
-            let gen1 = cpu_seconds(None)?;
-            let pid1 = pids
-                .iter()
-                .map(|p| cpu_seconds(Some(*p)))
-                .collect::<Result<Vec<_>>>()?;
-            anyhow::Ok((
-                gen1 - gen0,
-                pid1.iter().zip(&pid0).map(|(b, a)| b - a).collect(),
-            ))
+            let after = Usage::sample(&pids)?;
+            anyhow::Ok(after.minus(&before))
         }
     });
 
@@ -380,10 +377,41 @@ pub async fn run_load(spec: LoadSpec) -> Result<LoadResult> {
         hist.merge(&s.hist);
     }
     result.latency = hist.to_wire();
-    let (gen_cpu, sampled) = sampler.await??;
-    result.gen_cpu_secs = gen_cpu;
-    result.sampled_cpu_secs = sampled;
+    let usage = sampler.await??;
+    result.gen_cpu_secs = usage.cpu[0];
+    result.gen_wait_secs = usage.wait[0];
+    result.sampled_cpu_secs = usage.cpu[1..].to_vec();
+    result.sampled_wait_secs = usage.wait[1..].to_vec();
     Ok(result)
+}
+
+/// CPU and run-queue wait seconds of this process (first) and of `pids`.
+struct Usage {
+    cpu: Vec<f64>,
+    wait: Vec<f64>,
+}
+
+impl Usage {
+    fn sample(pids: &[u32]) -> Result<Usage> {
+        let all: Vec<Option<u32>> = std::iter::once(None)
+            .chain(pids.iter().copied().map(Some))
+            .collect();
+        Ok(Usage {
+            cpu: all.iter().map(|p| cpu_seconds(*p)).collect::<Result<_>>()?,
+            wait: all
+                .iter()
+                .map(|p| run_queue_wait_seconds(*p))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    fn minus(&self, before: &Usage) -> Usage {
+        let diff = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x - y).collect();
+        Usage {
+            cpu: diff(&self.cpu, &before.cpu),
+            wait: diff(&self.wait, &before.wait),
+        }
+    }
 }
 
 /// Reads deliveries until `stop`, acknowledging QoS 1 ones, and records them.
@@ -433,6 +461,7 @@ async fn subscriber(
             conn.stream.write_all(&acks).await?;
             acks.clear();
         }
+        make_room(&mut conn.buf);
         tokio::select! {
             r = conn.stream.read_buf(&mut conn.buf) => {
                 if r? == 0 {
@@ -478,6 +507,7 @@ async fn publisher(
                         window.puback(a.packet_id);
                     }
                 }
+                make_room(&mut rbuf);
                 tokio::select! {
                     r = rd.read_buf(&mut rbuf) => {
                         if r? == 0 {
@@ -544,6 +574,15 @@ async fn publisher(
     acks.await??;
     drop(wr);
     Ok((seq, reclaimed))
+}
+
+/// Keeps at least [`READ_ROOM`] bytes free before a read: once a read buffer has been
+/// consumed to its end, `read_buf` would otherwise read into whatever little spare
+/// capacity is left (64 bytes), one small read per syscall.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_ROOM / 4 {
+        buf.reserve(READ_ROOM);
+    }
 }
 
 fn template_len(payload: usize) -> usize {
