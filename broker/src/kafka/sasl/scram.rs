@@ -230,7 +230,14 @@ impl ScramServer {
             .next()
             .and_then(|a| a.strip_prefix("r="))
             .ok_or_else(|| malformed("client-final message has no r=nonce"))?;
-        if nonce != p.nonce {
+        // librdkafka before 2.6.1 (Debian's kcat, many pinned apps) sends its own nonce
+        // again in front of the combined one (librdkafka#4895). The combined nonce must
+        // still be there in full, and the proof is computed over exactly what was sent,
+        // so accepting that one shape keeps those clients working without weakening the
+        // check.
+        let client_nonce = &p.nonce[..p.nonce.len() - self.server_nonce.len()];
+        let doubled = nonce.strip_prefix(client_nonce) == Some(p.nonce.as_str());
+        if nonce != p.nonce && !doubled {
             return Err(malformed("nonce does not match the server-first message"));
         }
         let proof = B64

@@ -314,6 +314,37 @@ async fn scram_tampered_nonce_is_refused_even_with_a_valid_proof_for_it() {
 }
 
 #[tokio::test]
+async fn scram_accepts_old_librdkafkas_doubled_client_nonce_and_nothing_looser() {
+    let users = MapStore::default().with_user("alice", "pencil-42");
+    for (prefix_with, ok) in [("client", true), ("other", false)] {
+        let client = ScramClient::new(SHA256, "alice", "pencil-42");
+        let mut server = SaslServer::new(SHA256).unwrap();
+        let server_first = challenge(server.step(&users, &client.first()).await);
+        let text = String::from_utf8(server_first).unwrap();
+        let prefix = if prefix_with == "client" {
+            client.client_nonce.clone()
+        } else {
+            "x".repeat(client.client_nonce.len())
+        };
+        // librdkafka < 2.6.1: r = client nonce + (client nonce + server nonce).
+        let doubled = format!("{prefix}{}", attr(&text, "r="));
+        let last = client.last_with(&text, &doubled, &client.gs2_header);
+        let step = server.step(&users, &last.message).await;
+        if ok {
+            match step {
+                Ok(SaslStep::Done { principal, response }) => {
+                    assert_eq!(principal, "alice");
+                    assert_eq!(response, last.expected_server_final);
+                }
+                other => panic!("doubled client nonce refused: {other:?}"),
+            }
+        } else {
+            assert!(auth_failure(step).contains("nonce"));
+        }
+    }
+}
+
+#[tokio::test]
 async fn scram_replayed_final_is_refused_on_a_new_exchange_and_on_the_finished_one() {
     let users = MapStore::default().with_user("alice", "pencil-42");
     let client = ScramClient::new(SHA512, "alice", "pencil-42");
