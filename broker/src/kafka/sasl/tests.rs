@@ -332,7 +332,10 @@ async fn scram_accepts_old_librdkafkas_doubled_client_nonce_and_nothing_looser()
         let step = server.step(&users, &last.message).await;
         if ok {
             match step {
-                Ok(SaslStep::Done { principal, response }) => {
+                Ok(SaslStep::Done {
+                    principal,
+                    response,
+                }) => {
                     assert_eq!(principal, "alice");
                     assert_eq!(response, last.expected_server_final);
                 }
