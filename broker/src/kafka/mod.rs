@@ -147,8 +147,11 @@ pub async fn start(
     tasks: &TaskTracker,
     cancel: CancellationToken,
 ) -> crate::Result<Arc<KafkaContext>> {
-    let id = i32::try_from(node_id)
-        .map_err(|_| crate::BrokerError::Config(format!("node_id {node_id} does not fit a Kafka broker id (i32)")))?;
+    let id = i32::try_from(node_id).map_err(|_| {
+        crate::BrokerError::Config(format!(
+            "node_id {node_id} does not fit a Kafka broker id (i32)"
+        ))
+    })?;
     let host = &listeners.advertised_host;
     let endpoint = |l: &TcpListener| -> crate::Result<(String, i32)> {
         Ok((host.clone(), l.local_addr()?.port() as i32))
@@ -156,7 +159,11 @@ pub async fn start(
     let me = cluster::Member {
         id,
         plain: listeners.plain.as_ref().map(endpoint).transpose()?,
-        tls: listeners.tls.as_ref().map(|(l, _)| endpoint(l)).transpose()?,
+        tls: listeners
+            .tls
+            .as_ref()
+            .map(|(l, _)| endpoint(l))
+            .transpose()?,
     };
     let cluster = Cluster::new(me);
     let cluster_id = cluster_id(&meta)
@@ -196,10 +203,24 @@ pub async fn start(
     tasks.spawn(groups.run(cancel.clone()));
     let require = listeners.require_sasl;
     if let Some(l) = listeners.plain {
-        tasks.spawn(accept(l, None, Listener::Plain, require, ctx.clone(), tasks.clone()));
+        tasks.spawn(accept(
+            l,
+            None,
+            Listener::Plain,
+            require,
+            ctx.clone(),
+            tasks.clone(),
+        ));
     }
     if let Some((l, acceptor)) = listeners.tls {
-        tasks.spawn(accept(l, Some(acceptor), Listener::Tls, require, ctx.clone(), tasks.clone()));
+        tasks.spawn(accept(
+            l,
+            Some(acceptor),
+            Listener::Tls,
+            require,
+            ctx.clone(),
+            tasks.clone(),
+        ));
     }
     Ok(ctx)
 }
@@ -241,9 +262,13 @@ async fn accept(
             match tls {
                 None => connection::serve(stream, conn, require_sasl).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(s)) => connection::serve(s, conn, require_sasl).await,
-                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "kafka TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "kafka TLS handshake failed")
+                        }
                         Err(_) => tracing::info!(%peer, "kafka TLS handshake timed out"),
                     }
                 }
