@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole RobustMQ test suite: formatting, lints, unit and integration tests, then the
 # end-to-end tests that run the real binaries on loopback with real third-party clients
-# (paho-mqtt, mosquitto clients) and a real Kubernetes control plane.
+# (paho-mqtt, mosquitto clients, the Apache Kafka Java client and tools, confluent-kafka,
+# kafka-python, kcat, franz-go) and a real Kubernetes control plane.
 #
 # It installs what the tests need by itself, caching heavy tool builds under
 # ${ROBUSTMQ_TOOLS_DIR:-$HOME/.cache/robustmq-tools}, so it works on a fresh machine:
@@ -23,7 +24,7 @@ tools_pid=$!
 # Stop the background build by its pid if this script exits early.
 trap 'kill "$tools_pid" 2>/dev/null || true' EXIT
 
-step "MQTT clients (mosquitto-clients, paho-mqtt)"
+step "MQTT and Kafka clients (mosquitto-clients, paho-mqtt, kafka-python, confluent-kafka, kcat, Apache Kafka jars, franz-go)"
 bash e2e/clients/install.sh
 
 step "cargo fmt --check"
