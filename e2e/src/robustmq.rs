@@ -53,6 +53,8 @@ pub struct Standalone {
     pub ws: u16,
     /// The Kafka listener.
     pub kafka: u16,
+    /// The Kafka TLS listener (served when `extra` gives --tls-cert and --tls-key).
+    pub kafka_tls: u16,
     pub admin: String,
     /// Meta gRPC address (for `robustmq ctl`).
     pub meta: String,
@@ -83,12 +85,13 @@ impl Standalone {
             format!("127.0.0.1:{}", free_port()),
         ];
         let kafka = free_port();
+        let kafka_tls = free_port();
         args.extend([
             s("--kafka-addr"),
             format!("127.0.0.1:{kafka}"),
             // Served only with a certificate, but never on the default port.
             s("--kafka-tls-addr"),
-            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{kafka_tls}"),
             s("--advertised-host"),
             s("127.0.0.1"),
         ]);
@@ -101,6 +104,7 @@ impl Standalone {
             mqtt,
             ws,
             kafka,
+            kafka_tls,
             admin,
             meta,
         })

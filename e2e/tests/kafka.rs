@@ -826,3 +826,101 @@ fn the_console_tools_are_the_pinned_kafka_version() -> Result<()> {
     );
     Ok(())
 }
+
+/// The Kafka TLS listener: kcat produces and consumes over TLS, and Metadata sends it back
+/// to the TLS port (a client on TLS must never be handed the plaintext listener).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_listener_serves_kcat_and_advertises_itself() -> Result<()> {
+    if !have_tools("kafka-tls", &[Tool::Kcat])? {
+        return Ok(());
+    }
+    if Target::from_env()? == Target::Apache {
+        eprintln!("kafka-tls: RobustMQ's own listener flags; skipped against Apache Kafka");
+        return Ok(());
+    }
+    let dir = TestDir::new("kafka-tls");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .context("running openssl")?;
+    ensure!(st.success(), "openssl could not make a test certificate");
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let mut sa = e2e::robustmq::Standalone::start(
+        &dir,
+        &["--tls-cert", &cert_s, "--tls-key", &key_s],
+    )
+    .await?;
+    let bootstrap = format!("127.0.0.1:{}", sa.kafka_tls);
+    let kcat = e2e::kafka::clients::kcat().context("kcat not installed")?;
+    let tls = |cmd: &mut Command| {
+        cmd.args(["-b", &bootstrap])
+            .args(["-X", "security.protocol=SSL"])
+            .args(["-X", &format!("ssl.ca.location={cert_s}")]);
+    };
+    let mut p = Command::new(&kcat);
+    tls(&mut p);
+    p.args(["-P", "-t", "tls-topic", "-K:"]);
+    let out = run_with_input(p, "k1:over-tls\nk2:still-tls\n")?;
+    ensure!(out.status.success(), "kcat produce over TLS: {out:?}");
+
+    let mut c = Command::new(&kcat);
+    tls(&mut c);
+    c.args(["-C", "-t", "tls-topic", "-o", "beginning", "-e", "-c", "2"])
+        .args(["-f", "%k=%s\n"]);
+    let out = run_with_input(c, "")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.lines().collect::<Vec<_>>() == ["k1=over-tls", "k2=still-tls"],
+        "kcat consume over TLS printed {text:?} ({out:?})"
+    );
+
+    let mut l = Command::new(&kcat);
+    tls(&mut l);
+    l.args(["-L", "-t", "tls-topic"]);
+    let out = run_with_input(l, "")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains(&format!("127.0.0.1:{}", sa.kafka_tls))
+            && !text.contains(&format!("127.0.0.1:{}", sa.kafka)),
+        "Metadata over TLS must advertise the TLS listener only: {text}"
+    );
+    sa.stop();
+    dir.pass();
+    Ok(())
+}
+
+/// Runs a command with `input` on stdin, bounded to 60 s.
+fn run_with_input(mut cmd: Command, input: &str) -> Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting kcat")?;
+    child
+        .stdin
+        .take()
+        .context("kcat stdin")?
+        .write_all(input.as_bytes())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("kcat did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
