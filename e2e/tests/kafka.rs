@@ -842,7 +842,9 @@ async fn the_tls_listener_serves_kcat_and_advertises_itself() -> Result<()> {
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
         .arg("-keyout")
@@ -854,11 +856,9 @@ async fn the_tls_listener_serves_kcat_and_advertises_itself() -> Result<()> {
         .context("running openssl")?;
     ensure!(st.success(), "openssl could not make a test certificate");
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
-    let mut sa = e2e::robustmq::Standalone::start(
-        &dir,
-        &["--tls-cert", &cert_s, "--tls-key", &key_s],
-    )
-    .await?;
+    let mut sa =
+        e2e::robustmq::Standalone::start(&dir, &["--tls-cert", &cert_s, "--tls-key", &key_s])
+            .await?;
     let bootstrap = format!("127.0.0.1:{}", sa.kafka_tls);
     let kcat = e2e::kafka::clients::kcat().context("kcat not installed")?;
     let tls = |cmd: &mut Command| {
