@@ -523,7 +523,12 @@ async fn publisher(
     let start_ns = instant_to_ns(start);
     let mut out = BytesMut::with_capacity(WRITE_BATCH + template_len(spec.payload));
     let (mut seq, mut reclaimed) = (0u64, 0u64);
-    let mut next_at = start;
+    // Open loop: publishers are spread evenly over one interval, so the offered load is
+    // smooth instead of every publisher firing at the same instant.
+    let mut next_at = match interval {
+        Some(iv) => start + iv.mul_f64(f64::from(id) / ctx.windows.len() as f64),
+        None => start,
+    };
     tokio::time::sleep_until(start.into()).await;
     loop {
         if interval.is_some() {
