@@ -264,7 +264,8 @@ fn mosquitto_args(dir: &TestDir, port: u16) -> Result<Vec<String>> {
              set_tcp_nodelay true\n\
              log_dest stderr\n\
              log_type error\n\
-             log_type warning\n"
+             log_type warning\n\
+             log_type notice\n"
         ),
     )
     .with_context(|| format!("writing {}", conf.display()))?;
