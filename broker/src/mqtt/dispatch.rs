@@ -16,7 +16,7 @@
 //! members of the group (by offset, so consecutive records rotate). Balancing a group
 //! across brokers (splitting shards like a consumer group) is not done yet.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +60,50 @@ struct Table {
     sessions: HashMap<u64, Entry>,
     /// Next offset each tailer dispatches.
     positions: HashMap<ShardKey, u64>,
+    /// Sessions by the wildcard-free, non-shared filters they hold: a record is offered
+    /// only to the sessions under its exact topic plus those in `wild`, not to every
+    /// session (most IoT subscriptions name one topic; publishers hold none).
+    exact: HashMap<String, HashSet<u64>>,
+    /// Sessions holding a wildcard or shared filter: offered every record.
+    wild: HashSet<u64>,
+}
+
+impl Table {
+    fn index(&mut self, conn: u64, subs: &[Sub]) {
+        for s in subs {
+            if s.share_group.is_none() && !s.filter.contains(['+', '#']) {
+                self.exact.entry(s.filter.clone()).or_default().insert(conn);
+            } else {
+                self.wild.insert(conn);
+            }
+        }
+    }
+
+    fn unindex(&mut self, conn: u64) {
+        let Some(e) = self.sessions.get(&conn) else {
+            return;
+        };
+        for s in &e.subs {
+            if let Some(set) = self.exact.get_mut(&s.filter) {
+                set.remove(&conn);
+                if set.is_empty() {
+                    self.exact.remove(&s.filter);
+                }
+            }
+        }
+        self.wild.remove(&conn);
+    }
+
+    /// The sessions a record on `topic` may match, each once, in a stable order.
+    fn candidates(&self, topic: &str) -> Vec<u64> {
+        let mut c: Vec<u64> = self.wild.iter().copied().collect();
+        if let Some(set) = self.exact.get(topic) {
+            c.extend(set.iter().copied());
+        }
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
 }
 
 pub struct Dispatcher {
@@ -129,6 +173,8 @@ impl Dispatcher {
         subs: Vec<Sub>,
     ) -> HashMap<ShardKey, u64> {
         let mut t = self.lock();
+        t.unindex(conn);
+        t.index(conn, &subs);
         t.sessions.insert(
             conn,
             Entry {
@@ -142,7 +188,13 @@ impl Dispatcher {
     }
 
     pub fn set_subs(&self, conn: u64, subs: Vec<Sub>) {
-        if let Some(e) = self.lock().sessions.get_mut(&conn) {
+        let mut t = self.lock();
+        if !t.sessions.contains_key(&conn) {
+            return;
+        }
+        t.unindex(conn);
+        t.index(conn, &subs);
+        if let Some(e) = t.sessions.get_mut(&conn) {
             e.subs = subs;
         }
     }
@@ -157,6 +209,7 @@ impl Dispatcher {
     /// to the first record it lost on shards where it fell behind.
     pub fn detach(&self, conn: u64) -> HashMap<ShardKey, u64> {
         let mut t = self.lock();
+        t.unindex(conn);
         let lost = t.sessions.remove(&conn).map(|e| e.lost).unwrap_or_default();
         let mut positions = t.positions.clone();
         for (k, from) in lost {
@@ -181,8 +234,12 @@ impl Dispatcher {
     fn dispatch(&self, key: &ShardKey, records: Vec<(u64, Arc<MqttRecord>)>, next: u64) {
         let mut t = self.lock();
         for (offset, record) in &records {
+            let candidates = t.candidates(&record.topic);
             let mut shared: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
-            for e in t.sessions.values_mut() {
+            for conn in &candidates {
+                let Some(e) = t.sessions.get_mut(conn) else {
+                    continue;
+                };
                 if e.lost.contains_key(key) {
                     continue;
                 }
@@ -193,7 +250,10 @@ impl Dispatcher {
                     e.lost.insert(key.clone(), *offset);
                 }
             }
-            for (conn, e) in &t.sessions {
+            for conn in &candidates {
+                let Some(e) = t.sessions.get(conn) else {
+                    continue;
+                };
                 for s in e.subs.iter() {
                     if let Some(g) = &s.share_group
                         && topic::matches(&s.filter, &record.topic)
@@ -259,6 +319,7 @@ impl Dispatcher {
         let Table {
             sessions,
             positions,
+            ..
         } = &mut *t;
         let Some(e) = sessions.get_mut(&conn) else {
             return Vec::new();
@@ -465,5 +526,59 @@ mod tests {
         d.dispatch(&key, vec![(5, record(0)), (6, record(0))], 7);
         assert!(d.take_lost(7).is_empty());
         assert_eq!(d.detach(7)[&key], 7);
+    }
+
+    #[tokio::test]
+    async fn records_reach_exact_wildcard_and_shared_subscribers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ShardSpec {
+            engine: EngineKind::Memory,
+            ..ShardSpec::default()
+        };
+        let shards = Arc::new(ShardManager::new(
+            1,
+            dir.path().to_path_buf(),
+            spec.clone(),
+            EngineHooks::default(),
+        ));
+        let d = Dispatcher::new(Arc::new(LocalStorage::new(shards, spec)));
+        let key: ShardKey = ("t".into(), 0);
+        let opts = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        };
+        let sub = |f: &str| Sub::new(f, &opts, None).unwrap();
+        let mut rxs = Vec::new();
+        for (conn, subs) in [
+            (1, vec![sub("a/b")]),
+            (2, vec![sub("a/c")]),
+            (3, vec![sub("a/+")]),
+            (4, vec![]),
+            (5, vec![sub("$share/g/a/b")]),
+        ] {
+            let (tx, rx) = mpsc::channel(8);
+            d.attach(conn, &format!("c{conn}"), tx, subs);
+            rxs.push(rx);
+        }
+        let got = |rxs: &mut Vec<mpsc::Receiver<Delivery>>| -> Vec<usize> {
+            rxs.iter_mut()
+                .map(|rx| std::iter::from_fn(|| rx.try_recv().ok()).count())
+                .collect()
+        };
+        d.dispatch(&key, vec![(0, record(1))], 1);
+        assert_eq!(got(&mut rxs), [1, 0, 1, 0, 1]);
+
+        // Re-subscribing moves a session between the exact index and the wildcard set.
+        d.set_subs(2, vec![sub("a/b")]);
+        d.set_subs(3, vec![sub("x/y")]);
+        d.dispatch(&key, vec![(1, record(1))], 2);
+        assert_eq!(got(&mut rxs), [1, 1, 0, 0, 1]);
+
+        d.detach(1);
+        d.detach(2);
+        d.dispatch(&key, vec![(2, record(1))], 3);
+        assert_eq!(got(&mut rxs)[2..], [0, 0, 1]);
     }
 }
