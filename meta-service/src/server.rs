@@ -13,7 +13,6 @@ use robustmq_proto::meta::meta_service_server::MetaServiceServer;
 use robustmq_proto::raft::ProbeRequest;
 use robustmq_proto::raft::raft_internal_server::RaftInternalServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -125,7 +124,9 @@ impl MetaServer {
             .add_service(reflection);
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let incoming = TcpListenerStream::new(grpc_listener);
+            // `tcp_nodelay` on the builder covers only listeners tonic binds itself.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
             if let Err(e) = router
                 .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
                 .await
