@@ -283,3 +283,27 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A self-signed certificate for 127.0.0.1 and localhost, made with the `openssl` CLI in
+/// `dir`; returns the PEM paths `(cert, key)`.
+pub fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let st = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .context("running openssl")?;
+    if !st.success() {
+        bail!("openssl could not make a test certificate");
+    }
+    Ok((cert, key))
+}

@@ -839,22 +839,7 @@ async fn the_tls_listener_serves_kcat_and_advertises_itself() -> Result<()> {
         return Ok(());
     }
     let dir = TestDir::new("kafka-tls");
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let st = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .context("running openssl")?;
-    ensure!(st.success(), "openssl could not make a test certificate");
+    let (cert, key) = e2e::harness::self_signed_cert(dir.path())?;
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
     let mut sa =
         e2e::robustmq::Standalone::start(&dir, &["--tls-cert", &cert_s, "--tls-key", &key_s])

@@ -501,21 +501,7 @@ async fn tls_websocket_and_wss_listeners_serve_mosquitto_and_paho() -> Result<()
     require("mosquitto_pub");
     let py = python();
     let dir = TestDir::new("mqtt-tls");
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let st = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()?;
-    assert!(st.success(), "openssl could not make a test certificate");
+    let (cert, key) = e2e::harness::self_signed_cert(dir.path())?;
     let tls_port = free_port();
     let tls_addr = format!("127.0.0.1:{tls_port}");
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());

@@ -276,23 +276,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_leader_rebuilds_producers_from_the_log() {
-        use crate::storage::local::LocalStorage;
-        use journal::engine::EngineHooks;
-        use journal::registry::ShardManager;
-        use journal::{EngineKind, ShardSpec};
-
         let dir = tempfile::tempdir().unwrap();
-        let spec = ShardSpec {
-            engine: EngineKind::Memory,
-            ..ShardSpec::default()
-        };
-        let shards = Arc::new(ShardManager::new(
-            1,
-            dir.path().to_path_buf(),
-            spec.clone(),
-            EngineHooks::default(),
-        ));
-        let storage = LocalStorage::new(shards, spec);
+        let storage = crate::storage::local::memory_for_tests(dir.path());
         // Another broker led the partition: producer 7 wrote two batches, an anonymous
         // producer one.
         let b1 = batch::tests::batch(7, 2, 0, 3);

@@ -470,10 +470,7 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
-    use journal::engine::EngineHooks;
-    use journal::registry::ShardManager;
-    use journal::{EngineKind, ShardSpec};
+    use crate::storage::local::memory_for_tests;
     use mqtt_codec::{RetainHandling, SubscriptionOptions};
 
     fn record(qos: u8) -> Arc<MqttRecord> {
@@ -487,17 +484,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_marks_qos1_records_lost_and_skips_the_shard_until_reread() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = ShardSpec {
-            engine: EngineKind::Memory,
-            ..ShardSpec::default()
-        };
-        let shards = Arc::new(ShardManager::new(
-            1,
-            dir.path().to_path_buf(),
-            spec.clone(),
-            EngineHooks::default(),
-        ));
-        let d = Dispatcher::new(Arc::new(LocalStorage::new(shards, spec)));
+        let d = Dispatcher::new(Arc::new(memory_for_tests(dir.path())));
         let key: ShardKey = ("t".into(), 0);
         let opts = SubscriptionOptions {
             qos: QoS::AtLeastOnce,
@@ -531,17 +518,7 @@ mod tests {
     #[tokio::test]
     async fn records_reach_exact_wildcard_and_shared_subscribers_only() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = ShardSpec {
-            engine: EngineKind::Memory,
-            ..ShardSpec::default()
-        };
-        let shards = Arc::new(ShardManager::new(
-            1,
-            dir.path().to_path_buf(),
-            spec.clone(),
-            EngineHooks::default(),
-        ));
-        let d = Dispatcher::new(Arc::new(LocalStorage::new(shards, spec)));
+        let d = Dispatcher::new(Arc::new(memory_for_tests(dir.path())));
         let key: ShardKey = ("t".into(), 0);
         let opts = SubscriptionOptions {
             qos: QoS::AtLeastOnce,

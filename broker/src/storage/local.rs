@@ -115,3 +115,19 @@ impl StorageAdapter for LocalStorage {
             .map_err(|e| BrokerError::storage(topic, shard, e))
     }
 }
+
+/// An in-memory [`LocalStorage`] for unit tests (memory engine, files under `dir`).
+#[cfg(test)]
+pub fn memory_for_tests(dir: &std::path::Path) -> LocalStorage {
+    let spec = ShardSpec {
+        engine: journal::EngineKind::Memory,
+        ..ShardSpec::default()
+    };
+    let shards = Arc::new(ShardManager::new(
+        1,
+        dir.to_path_buf(),
+        spec.clone(),
+        journal::engine::EngineHooks::default(),
+    ));
+    LocalStorage::new(shards, spec)
+}
