@@ -24,6 +24,9 @@ use super::versions;
 
 /// Kafka closes connections idle this long (connections.max.idle.ms).
 const IDLE: Duration = Duration::from_secs(600);
+/// How long a connection stays open after a failed authentication
+/// (connection.failed.authentication.delay.ms in Kafka).
+const FAILED_AUTH_DELAY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Error)]
 enum ConnError {
@@ -123,7 +126,10 @@ where
                     write_raw(wr, &response).await?;
                     *auth = Auth::Done;
                 }
-                Err(e) => return Err(ConnError::Sasl(e.to_string())),
+                Err(e) => {
+                    linger(rd, FAILED_AUTH_DELAY).await;
+                    return Err(ConnError::Sasl(e.to_string()));
+                }
             }
             continue;
         }
@@ -182,7 +188,11 @@ where
                 )?;
                 write_frame(wr, &f).await?;
                 if failed {
-                    // Kafka closes after a failed authentication; the client reports it.
+                    // Close after a failed authentication, as Kafka does, but not at once:
+                    // closing with unread bytes from the client makes the kernel send a
+                    // reset, which can destroy the error response before the client reads
+                    // it. Drain for a moment (Kafka delays 100 ms too), then close.
+                    linger(rd, FAILED_AUTH_DELAY).await;
                     return Ok(());
                 }
                 continue;
@@ -215,6 +225,20 @@ where
         }
     }
     Ok(())
+}
+
+/// Reads and discards whatever the client still sends, for at most `max` or until it
+/// closes.
+async fn linger<R: AsyncRead + Unpin>(r: &mut R, max: Duration) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(max, async {
+        while let Ok(n) = r.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn write_raw<W: AsyncWrite + Unpin>(w: &mut W, token: &[u8]) -> std::io::Result<()> {
