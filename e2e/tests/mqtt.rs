@@ -72,20 +72,36 @@ fn finish(mut child: Child, timeout: Duration) -> Result<(bool, String)> {
     }
 }
 
-fn paho(port: u16, scenario: &str, version: u8, qos: u8) -> Result<String> {
+/// Runs one `paho_check.py` scenario with `args`; fails with `what` and the client's output.
+fn paho_run(args: &[&str], what: &str) -> Result<String> {
     let child = Command::new(python())
         .arg(clients_dir().join("paho_check.py"))
-        .args([scenario, "--port", &port.to_string()])
-        .args(["--version", &version.to_string(), "--qos", &qos.to_string()])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("starting paho_check.py")?;
     let (ok, out) = finish(child, Duration::from_secs(60))?;
     if !ok {
-        bail!("paho {scenario} v{version} qos{qos} failed:\n{out}");
+        bail!("{what}:\n{out}");
     }
     Ok(out)
+}
+
+fn paho(port: u16, scenario: &str, version: u8, qos: u8) -> Result<String> {
+    let (port, version, qos) = (port.to_string(), version.to_string(), qos.to_string());
+    paho_run(
+        &[
+            scenario,
+            "--port",
+            &port,
+            "--version",
+            &version,
+            "--qos",
+            &qos,
+        ],
+        &format!("paho {scenario} v{version} qos{qos} failed"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +237,6 @@ async fn mosquitto_clients_exchange_messages_at_every_qos() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_rules_from_meta_deny_publish_and_subscribe_and_passwords_are_checked() -> Result<()> {
-    let py = python();
     let dir = TestDir::new("mqtt-acl");
     let mut sa = Standalone::start(&dir, &[]).await?;
     let meta = sa.meta.clone();
@@ -265,21 +280,20 @@ async fn acl_rules_from_meta_deny_publish_and_subscribe_and_passwords_are_checke
     // Brokers re-read ACL rules every second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for version in [3u8, 5] {
-        let child = Command::new(&py)
-            .arg(clients_dir().join("paho_check.py"))
-            .args([
+        let out = paho_run(
+            &[
                 "acl",
                 "--port",
                 &sa.mqtt.to_string(),
                 "--version",
                 &version.to_string(),
-            ])
-            .args(["--username", "alice", "--password", "s3cret"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let (ok, out) = finish(child, Duration::from_secs(60))?;
-        assert!(ok, "acl scenario v{version}:\n{out}");
+                "--username",
+                "alice",
+                "--password",
+                "s3cret",
+            ],
+            &format!("acl scenario v{version}"),
+        )?;
         print!("{out}");
     }
     sa.stop();
@@ -430,21 +444,20 @@ async fn split_deployment_delivers_across_brokers_takes_over_and_resumes_after_a
     let mut split = Split::start(&dir, 2).await?;
     let (p1, p2) = (split.brokers[0].mqtt, split.brokers[1].mqtt);
     for (version, qos) in [(3u8, 1u8), (5, 2), (5, 0)] {
-        let child = Command::new(&py)
-            .arg(clients_dir().join("paho_check.py"))
-            .args([
+        let out = paho_run(
+            &[
                 "cross",
                 "--port",
                 &p1.to_string(),
                 "--port2",
                 &p2.to_string(),
-            ])
-            .args(["--version", &version.to_string(), "--qos", &qos.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let (ok, out) = finish(child, Duration::from_secs(60))?;
-        assert!(ok, "cross-broker delivery v{version} qos{qos}:\n{out}");
+                "--version",
+                &version.to_string(),
+                "--qos",
+                &qos.to_string(),
+            ],
+            &format!("cross-broker delivery v{version} qos{qos}"),
+        )?;
         print!("{out}");
     }
 
@@ -480,15 +493,18 @@ async fn split_deployment_delivers_across_brokers_takes_over_and_resumes_after_a
     split.brokers[0].proc.kill();
     holder.kill()?;
     holder.wait()?;
-    let child = Command::new(&py)
-        .arg(clients_dir().join("paho_check.py"))
-        .args(["resume", "--port", &p2.to_string(), "--version", "5"])
-        .args(["--client-id", "split-holder"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let (ok, out) = finish(child, Duration::from_secs(60))?;
-    assert!(ok, "resume on broker 2 after broker 1 died:\n{out}");
+    let out = paho_run(
+        &[
+            "resume",
+            "--port",
+            &p2.to_string(),
+            "--version",
+            "5",
+            "--client-id",
+            "split-holder",
+        ],
+        "resume on broker 2 after broker 1 died",
+    )?;
     print!("{out}");
     split.stop();
     dir.pass();
@@ -499,7 +515,6 @@ async fn split_deployment_delivers_across_brokers_takes_over_and_resumes_after_a
 async fn tls_websocket_and_wss_listeners_serve_mosquitto_and_paho() -> Result<()> {
     require("openssl");
     require("mosquitto_pub");
-    let py = python();
     let dir = TestDir::new("mqtt-tls");
     let (cert, key) = e2e::harness::self_signed_cert(dir.path())?;
     let tls_port = free_port();
@@ -559,8 +574,7 @@ async fn tls_websocket_and_wss_listeners_serve_mosquitto_and_paho() -> Result<()
     let wss = wss_port.to_string();
     for (p, tls) in [(ws.as_str(), false), (wss.as_str(), true)] {
         for version in ["3", "5"] {
-            let mut cmd = Command::new(&py);
-            cmd.arg(clients_dir().join("paho_check.py")).args([
+            let mut args = vec![
                 "pubsub",
                 "--port",
                 p,
@@ -569,21 +583,21 @@ async fn tls_websocket_and_wss_listeners_serve_mosquitto_and_paho() -> Result<()
                 "--qos",
                 "2",
                 "--ws",
-            ]);
+            ];
             if tls {
-                cmd.args(["--cafile", &cert_s]);
+                args.extend(["--cafile", cert_s.as_str()]);
             }
-            let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-            let (ok, out) = finish(child, Duration::from_secs(60))?;
-            assert!(ok, "paho over WebSocket (tls={tls}) v{version}:\n{out}");
+            let out = paho_run(
+                &args,
+                &format!("paho over WebSocket (tls={tls}) v{version}"),
+            )?;
             print!("{out}");
         }
     }
 
     for version in ["3", "5"] {
-        let child = Command::new(&py)
-            .arg(clients_dir().join("paho_check.py"))
-            .args([
+        let out = paho_run(
+            &[
                 "pubsub",
                 "--port",
                 &port,
@@ -591,13 +605,11 @@ async fn tls_websocket_and_wss_listeners_serve_mosquitto_and_paho() -> Result<()
                 version,
                 "--qos",
                 "1",
-            ])
-            .args(["--cafile", &cert_s])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let (ok, out) = finish(child, Duration::from_secs(60))?;
-        assert!(ok, "paho over TLS v{version}:\n{out}");
+                "--cafile",
+                &cert_s,
+            ],
+            &format!("paho over TLS v{version}"),
+        )?;
         print!("{out}");
     }
     sa.stop();
