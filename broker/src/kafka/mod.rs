@@ -262,14 +262,8 @@ async fn accept(
             match tls {
                 None => connection::serve(stream, conn, require_sasl).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(s)) => connection::serve(s, conn, require_sasl).await,
-                        Ok(Err(e)) => {
-                            tracing::info!(%peer, error = %e, "kafka TLS handshake failed")
-                        }
-                        Err(_) => tracing::info!(%peer, "kafka TLS handshake timed out"),
+                    if let Some(s) = crate::mqtt::tls::handshake(&acceptor, stream, peer).await {
+                        connection::serve(s, conn, require_sasl).await;
                     }
                 }
             }

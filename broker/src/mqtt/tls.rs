@@ -7,11 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::server::TlsStream;
 use tokio_util::task::TaskTracker;
 
 use super::Context;
@@ -19,6 +22,26 @@ use super::handlers::connect;
 use crate::error::{BrokerError, Result};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server side of a TLS handshake, bounded in time; a failure is logged (naming the
+/// peer) and gives `None`. Shared by every TLS listener (MQTT, WSS, Kafka).
+pub async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
 
 /// Loads a PEM certificate chain and key into an acceptor.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
@@ -60,10 +83,8 @@ pub async fn serve_tls(
                 let acceptor = acceptor.clone();
                 let ctx = ctx.clone();
                 tasks.spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => connect::serve(ctx, Box::new(tls), peer).await,
-                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    if let Some(tls) = handshake(&acceptor, stream, peer).await {
+                        connect::serve(ctx, Box::new(tls), peer).await;
                     }
                 });
             }

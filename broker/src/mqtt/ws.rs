@@ -149,14 +149,8 @@ pub async fn serve_ws(
                     match tls {
                         None => upgrade_and_serve(ctx, stream, peer).await,
                         Some(acceptor) => {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(s)) => upgrade_and_serve(ctx, s, peer).await,
-                                Ok(Err(e)) => {
-                                    tracing::info!(%peer, error = %e, "TLS handshake failed")
-                                }
-                                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                            if let Some(s) = super::tls::handshake(&acceptor, stream, peer).await {
+                                upgrade_and_serve(ctx, s, peer).await;
                             }
                         }
                     }
