@@ -78,12 +78,7 @@ async fn run(
         tokio::spawn(async move {
             let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
             let started = Instant::now();
-            let result = raft
-                .client_write(Request {
-                    now_ms: now_ms(),
-                    commands,
-                })
-                .await;
+            let result = raft.client_write(Request::new(now_ms(), commands)).await;
             metrics.observe_proposal(started.elapsed(), replies.len());
             drop(permit);
             match result {

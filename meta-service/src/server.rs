@@ -45,15 +45,19 @@ impl MetaServer {
     pub async fn start(cfg: MetaConfig, shutdown: CancellationToken) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-        // The log and the state machine live in separate sled databases: the log is flushed
-        // on every append, and sharing one database would make each flush also write out
-        // the state machine's dirty pages.
+        // The Raft log's entries live in segment files; its vote and purge point in a small
+        // sled database of their own, flushed only when they change, so that those flushes
+        // never also write out the state machine's dirty pages.
         let log_db = open_sled(&cfg.data_dir.join("raft-log"))?;
         let db = open_sled(&cfg.data_dir.join("state"))?;
 
         let committed = Arc::new(AtomicU64::new(0));
-        let log_store =
-            LogStore::open(&log_db, committed.clone()).context("opening the Raft log")?;
+        let log_store = LogStore::open(
+            &log_db,
+            &cfg.data_dir.join("raft-segments"),
+            committed.clone(),
+        )
+        .context("opening the Raft log")?;
         let sm = StateMachineStore::open(&db, cfg.raft.watch_history)
             .context("opening the state machine")?;
         let shared = sm.shared();

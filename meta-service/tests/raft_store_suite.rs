@@ -1,4 +1,5 @@
-//! openraft's own storage test suite, run against the sled log store and state machine.
+//! openraft's own storage test suite, run against the segment-file log store and the sled
+//! state machine.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -9,9 +10,9 @@ use meta_service::raft::{NodeId, TypeConfig};
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 
-struct SledBuilder;
+struct Builder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
@@ -20,15 +21,20 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
             .path(dir.path().join("sled"))
             .open()
             .expect("open sled");
-        let log = LogStore::open(&db, Arc::new(AtomicU64::new(0))).expect("log store");
+        let log = LogStore::open(
+            &db,
+            &dir.path().join("segments"),
+            Arc::new(AtomicU64::new(0)),
+        )
+        .expect("log store");
         let sm = StateMachineStore::open(&db, 1000)?;
         Ok((dir, log, sm))
     }
 }
 
 #[test]
-fn sled_store_passes_openraft_suite() {
-    if let Err(e) = Suite::test_all(SledBuilder) {
+fn stores_pass_openraft_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
         panic!("openraft storage suite failed: {e}");
     }
 }

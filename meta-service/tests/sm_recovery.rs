@@ -9,14 +9,14 @@ use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilde
 fn put(index: u64) -> Entry<meta_service::raft::TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Request {
-            now_ms: 0,
-            commands: vec![Command::KvPut {
+        payload: EntryPayload::Normal(Request::new(
+            0,
+            vec![Command::KvPut {
                 key: format!("k{index}"),
                 value: index.to_be_bytes().to_vec(),
                 expected_revision: None,
             }],
-        }),
+        )),
     }
 }
 

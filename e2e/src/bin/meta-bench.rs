@@ -3,11 +3,15 @@
 //! several concurrencies. Not a test: run on demand, release build:
 //!
 //! ```text
-//! cargo build --release --workspace --bins
-//! ROBUSTMQ_BIN_DIR=target/release cargo run --release -p e2e --bin meta-bench -- 20000 1,64,1024
+//! cargo build --release -p meta-service -p e2e --bin meta-bench
+//! ROBUSTMQ_BIN_DIR=target/release target/release/meta-bench 20000 1,64,1024
 //! ```
 //! Arguments: operations per run (default 20000), concurrencies (default 1,64,1024).
 //! `META_BENCH_CONFIG=file.yaml` passes a config file to every node.
+//!
+//! Besides throughput and latency, each row gives the CPU time spent per write by the
+//! leader, by the two followers together and by this client (from `/proc/<pid>/stat`), so
+//! that runs on a shared, noisy machine can still be compared by cost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,6 +63,32 @@ async fn one(
         }
     }
     Ok(())
+}
+
+/// User plus system CPU time of a process so far (`/proc/<pid>/stat`, in USER_HZ ticks).
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of the leader, of the followers together and of this client.
+fn cpu_split(leader: u32, followers: &[u32]) -> [Duration; 3] {
+    [
+        cpu_time(leader),
+        followers.iter().map(|p| cpu_time(*p)).sum(),
+        cpu_time(std::process::id()),
+    ]
 }
 
 struct Report {
@@ -140,6 +170,13 @@ async fn main() -> Result<()> {
     for _ in 0..CHANNELS {
         clients.push(client(&addr).await?);
     }
+    let leader_pid = cluster.node(leader).process.pid().unwrap_or(0);
+    let follower_pids: Vec<u32> = cluster
+        .nodes
+        .values()
+        .filter(|n| n.id != leader)
+        .filter_map(|n| n.process.pid())
+        .collect();
     let mut c = clients[0].clone();
     c.create_policy(StoragePolicy {
         name: "bench".into(),
@@ -155,20 +192,30 @@ async fn main() -> Result<()> {
     })
     .await?;
 
-    println!("| workload | concurrency | ops | writes/s | p50 ms | p99 ms | errors |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| workload | concurrency | ops | writes/s | p50 ms | p99 ms | errors | CPU us/write leader | followers | client |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (run_id, &conc) in concurrencies.iter().enumerate() {
         for w in [Workload::CreateTopic, Workload::CommitOffset] {
             // Concurrency 1 measures latency; fewer operations keep it short.
             let n = if conc == 1 { ops.min(2000) } else { ops };
+            let before = cpu_split(leader_pid, &follower_pids);
             let r = run(&clients, w, conc, n, run_id).await;
+            let after = cpu_split(leader_pid, &follower_pids);
+            let per_write = |i: usize| {
+                after[i].saturating_sub(before[i]).as_secs_f64() * 1e6 / r.ops.max(1) as f64
+            };
             println!(
-                "| {w:?} | {conc} | {} | {:.0} | {:.2} | {:.2} | {} |",
+                "| {w:?} | {conc} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.0} | {:.0} |",
                 r.ops,
                 r.ops as f64 / r.secs,
                 r.p50_ms,
                 r.p99_ms,
-                r.errors
+                r.errors,
+                per_write(0),
+                per_write(1),
+                per_write(2),
             );
         }
     }

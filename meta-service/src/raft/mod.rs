@@ -1,12 +1,14 @@
-//! The openraft integration: type config, sled-backed log store and state machine, the
-//! tonic network client and the internal Raft service.
+//! The openraft integration: type config, the segment-file log store, the sled-backed
+//! state machine, the tonic network client and the internal Raft service.
 
 // openraft's storage traits fix `StorageError` (over 200 bytes) as the error type, so the
 // helpers around them return it as well.
 #![allow(clippy::result_large_err)]
 
+mod checksum;
 pub mod log_store;
 pub mod network;
+pub mod segments;
 pub mod service;
 pub mod state_machine;
 

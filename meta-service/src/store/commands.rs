@@ -4,6 +4,7 @@
 //! public data model is defined once, in `meta.proto`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use prost::Message;
 use robustmq_proto::meta::{
@@ -178,10 +179,41 @@ pub enum Output {
 
 /// A batch of commands proposed as one Raft entry. `now_ms` is the proposing leader's
 /// clock, so that time-dependent commands (leases, expiry) apply identically everywhere.
+///
+/// The commands are shared: openraft clones an entry for every follower it replicates to
+/// and for the state machine, and those clones must not copy every command. The encoding
+/// is that of a plain `Vec<Command>`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Request {
     pub now_ms: u64,
-    pub commands: Vec<Command>,
+    #[serde(with = "shared")]
+    pub commands: Arc<Vec<Command>>,
+}
+
+impl Request {
+    pub fn new(now_ms: u64, commands: Vec<Command>) -> Self {
+        Self {
+            now_ms,
+            commands: Arc::new(commands),
+        }
+    }
+}
+
+/// Serde of an `Arc<T>` as the `T` it holds.
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
+        T::serialize(v, s)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<T>, D::Error> {
+        T::deserialize(d).map(Arc::new)
+    }
 }
 
 /// One result per command of the [`Request`], in order.

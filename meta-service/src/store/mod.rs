@@ -198,7 +198,7 @@ impl State {
     /// order.
     pub fn apply(&mut self, request: &Request) -> (Vec<MetaResult<Output>>, Vec<Arc<Change>>) {
         let mut results = Vec::with_capacity(request.commands.len());
-        for cmd in &request.commands {
+        for cmd in request.commands.iter() {
             results.push(domain::apply(self, cmd, request.now_ms));
         }
         let changes = std::mem::take(&mut self.pending);

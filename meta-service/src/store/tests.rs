@@ -7,10 +7,7 @@ use crate::error::MetaError;
 use crate::keys;
 
 fn apply(s: &mut State, now_ms: u64, cmd: Command) -> MetaResult<Output> {
-    let (mut results, _) = s.apply(&Request {
-        now_ms,
-        commands: vec![cmd],
-    });
+    let (mut results, _) = s.apply(&Request::new(now_ms, vec![cmd]));
     results.pop().expect("one result")
 }
 
