@@ -9,7 +9,8 @@
 //!   this device (each waiter's latency is one write + fdatasync).
 //!
 //! Run on demand (not in CI):
-//! `cargo run --release -p journal --example append_bench -- [--seconds 6] [--rounds 3] [--dir PATH]`
+//! `cargo run --release -p journal --example append_bench -- [--seconds 6] [--rounds 3] [--dir PATH]
+//! [--sizes 1024,65536] [--appenders 1,16,256]`
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -234,6 +235,19 @@ async fn main() {
     let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(6.0);
     let rounds: usize = arg("--rounds").and_then(|s| s.parse().ok()).unwrap_or(3);
     let dir = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/journal-bench".into()));
+    // Subsets of the cases, for profiling one of them.
+    let list = |name: &str, default: &[usize]| -> Vec<usize> {
+        arg(name).map_or_else(
+            || default.to_vec(),
+            |v| {
+                v.split(',')
+                    .map(|x| x.trim().parse().expect("a list of numbers"))
+                    .collect()
+            },
+        )
+    };
+    let sizes = list("--sizes", &[1024, 64 * 1024]);
+    let appenders = list("--appenders", &[1, 16, 256]);
     std::fs::create_dir_all(&dir).expect("bench dir");
     let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", loadavg().trim());
@@ -245,9 +259,9 @@ async fn main() {
         "| batch | appenders | journal MB/s | journal p50 ms | journal p99 ms | raw MB/s | raw p50 ms | raw p99 ms | journal/raw |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for size in [1024usize, 64 * 1024] {
+    for &size in &sizes {
         let b = batch(size);
-        for conc in [1usize, 16, 256] {
+        for &conc in &appenders {
             let (j, r) = case(&dir, &b, conc, secs, rounds).await;
             println!(
                 "| {} B | {conc} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.0}% |",
