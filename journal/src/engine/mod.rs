@@ -10,6 +10,7 @@
 //! - a read below the log start (or past the high watermark) fails with
 //!   [`JournalError::OffsetOutOfRange`] carrying the current start and end.
 
+mod group_commit;
 pub mod memory;
 pub mod segment;
 

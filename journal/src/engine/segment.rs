@@ -1,13 +1,13 @@
 //! The segment engine: a shard log in segment files on the local disk, with group commit.
 //!
-//! Appends go through one writer task per shard. The writer takes every request waiting in
-//! its bounded queue, copies their batches into one buffer (patching each baseOffset),
-//! writes it with one positional write, and then, with fsync=always, issues one fdatasync
-//! for the whole group before acknowledging any of them. While that fdatasync runs, new
-//! requests queue up and become the next group: concurrent appenders share fsyncs, and an
-//! acknowledged append is always durable. With `interval` a timer task syncs; with `never`
-//! nothing does. The high watermark (what readers see) advances only when an append is
-//! acknowledged.
+//! Appends go through the shard's writer thread ([`super::group_commit`]). The writer takes
+//! every request waiting in the queue as one group, writes the group's batches with one
+//! vectored write straight from the request buffers (patching each baseOffset), and then,
+//! with fsync=always, issues one fdatasync for the whole group before acknowledging any of
+//! them. While that fdatasync runs, new requests queue up and become the next group:
+//! concurrent appenders share fsyncs, and an acknowledged append is always durable. With
+//! `interval` a timer task syncs; with `never` nothing does. The high watermark (what
+//! readers see) advances only when an append is acknowledged.
 //!
 //! Reads, retention and truncation take the state lock briefly; file I/O for reads happens
 //! outside it on cloned file handles. Every batch served is checked (framing, base offset,
@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::group_commit::{self, GroupQueue, Request};
 use super::{
     AppendOutcome, EngineHooks, LogStats, ReadChunk, ShardLog, cut_batches, validate_batches,
 };
@@ -32,17 +33,6 @@ use crate::batch::{self, BatchHeader};
 use crate::error::{JournalError, Result};
 use crate::log::segment::Segment;
 use crate::shard::{EngineKind, FsyncPolicy, ShardId, ShardSpec};
-
-/// Most bytes one group commit writes; larger queues are split over several groups.
-const GROUP_MAX_BYTES: usize = 64 << 20;
-/// Appends waiting for the writer; callers beyond it wait to enqueue (backpressure).
-const QUEUE_DEPTH: usize = 4096;
-
-struct AppendReq {
-    batches: Vec<Bytes>,
-    headers: Vec<BatchHeader>,
-    done: oneshot::Sender<Result<AppendOutcome>>,
-}
 
 struct State {
     segments: BTreeMap<u64, Segment>,
@@ -68,8 +58,9 @@ struct Inner {
 /// A shard log stored in segment files under one directory.
 pub struct SegmentLog {
     inner: Arc<Inner>,
-    tx: Mutex<Option<mpsc::Sender<AppendReq>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    queue: Arc<GroupQueue>,
+    /// Completes when the writer thread has exited; taken by the first `close`.
+    writer_exited: Mutex<Option<oneshot::Receiver<()>>>,
     syncer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -84,8 +75,8 @@ pub struct RecoveryReport {
 }
 
 impl SegmentLog {
-    /// Opens (or creates) the log in `dir`, running recovery. Must run inside a tokio
-    /// runtime: it starts the shard's writer task.
+    /// Opens (or creates) the log in `dir`, running recovery, and starts the shard's writer
+    /// thread. Must run inside a tokio runtime (recovery and the interval syncer use it).
     pub async fn open(
         shard: ShardId,
         dir: PathBuf,
@@ -109,8 +100,17 @@ impl SegmentLog {
             state: Mutex::new(state),
             hw_tx: watch::channel(hw).0,
         });
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer = tokio::spawn(writer_loop(inner.clone(), rx));
+        let queue = GroupQueue::new(inner.shard.clone(), inner.spec.fsync == FsyncPolicy::Always);
+        let (committer, on_panic) = (inner.clone(), inner.clone());
+        let writer_exited = group_commit::spawn_writer(
+            queue.clone(),
+            Box::new(move |group: &[Request]| committer.commit_group(group)),
+            Box::new(move |why| {
+                tracing::error!(shard = %on_panic.shard, panic = %why, "group commit panicked");
+                lock(&on_panic.state).failed = Some(format!("writer panicked: {why}"));
+            }),
+        )
+        .map_err(|e| JournalError::io(&inner.shard, "starting the writer thread", e))?;
         let syncer = inner
             .spec
             .fsync
@@ -119,8 +119,8 @@ impl SegmentLog {
         Ok((
             SegmentLog {
                 inner,
-                tx: Mutex::new(Some(tx)),
-                writer: Mutex::new(Some(writer)),
+                queue,
+                writer_exited: Mutex::new(Some(writer_exited)),
                 syncer: Mutex::new(syncer),
             },
             report,
@@ -202,80 +202,6 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Longest a group waits for stragglers (see `writer_loop`).
-const MAX_GROUP_WAIT: Duration = Duration::from_millis(2);
-/// Times a gathering group yields to runnable appenders before it parks on the queue.
-const YIELDS_BEFORE_WAIT: u32 = 4;
-
-async fn writer_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<AppendReq>) {
-    // Appenders acknowledged by the last group usually come straight back with their next
-    // append. Taking only what is queued at that instant would split them into two
-    // cohorts that alternate, each fsync covering half of them. So a group waits for
-    // (requests queued when the last group was acknowledged) + (size of the last group),
-    // but never longer than half the last fsync (capped at 2 ms): waiting a fraction of
-    // an fsync to share it is cheaper than paying for another one. A lone appender
-    // (last group of 1, nothing queued) never waits.
-    let mut expect = 1usize;
-    let mut last_commit = Duration::ZERO;
-    // Without per-append fsyncs there is nothing to share: never wait.
-    let shares_fsync = inner.spec.fsync == FsyncPolicy::Always;
-    while let Some(first) = rx.recv().await {
-        let mut bytes: usize = first.batches.iter().map(Bytes::len).sum();
-        let mut group = vec![first];
-        let deadline = tokio::time::Instant::now()
-            + (last_commit / 2).clamp(Duration::from_micros(50), MAX_GROUP_WAIT);
-        let mut yields = 0;
-        while bytes < GROUP_MAX_BYTES {
-            let next = match rx.try_recv() {
-                Ok(r) => Some(r),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) if group.len() < expect && shares_fsync => {
-                    if yields < YIELDS_BEFORE_WAIT {
-                        // Appenders woken by the last acknowledgement are usually runnable
-                        // right now: let them run instead of parking and being woken once
-                        // per arriving request.
-                        yields += 1;
-                        tokio::task::yield_now().await;
-                        continue;
-                    }
-                    // Timing out ends the group.
-                    tokio::time::timeout_at(deadline, rx.recv())
-                        .await
-                        .ok()
-                        .flatten()
-                }
-                Err(mpsc::error::TryRecvError::Empty) => None,
-            };
-            let Some(r) = next else { break };
-            bytes += r.batches.iter().map(Bytes::len).sum::<usize>();
-            group.push(r);
-        }
-        let worker = inner.clone();
-        let started = Instant::now();
-        let joined = tokio::task::spawn_blocking(move || {
-            let results = worker.commit_group(&group);
-            (group, results)
-        })
-        .await;
-        last_commit = started.elapsed();
-        match joined {
-            Ok((group, results)) => {
-                expect = (group.len() + rx.len()).max(1);
-                for (req, res) in group.into_iter().zip(results) {
-                    // The caller may have gone away (cancelled RPC); the data is committed
-                    // regardless, as with any write whose ack is lost.
-                    let _ = req.done.send(res);
-                }
-            }
-            Err(e) => {
-                // The group's senders were moved into the panicked task and dropped: their
-                // callers see a closed channel. Refuse further appends.
-                lock(&inner.state).failed = Some(format!("writer panicked: {e}"));
-            }
-        }
-    }
-}
-
 async fn interval_sync_loop(inner: Weak<Inner>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -332,7 +258,7 @@ impl Inner {
 
     /// Writes one group of appends and, with fsync=always, makes it durable. Returns one
     /// outcome per request.
-    fn commit_group(&self, group: &[AppendReq]) -> Vec<Result<AppendOutcome>> {
+    fn commit_group(&self, group: &[Request]) -> Vec<Result<AppendOutcome>> {
         let mut st = lock(&self.state);
         if st.closed || st.failed.is_some() {
             return group.iter().map(|_| Err(self.refusal(&st))).collect();
@@ -388,7 +314,7 @@ impl Inner {
     fn write_group(
         &self,
         st: &mut State,
-        group: &[AppendReq],
+        group: &[Request],
         outcomes: &mut Vec<AppendOutcome>,
     ) -> std::io::Result<()> {
         let spec = &self.spec;
@@ -752,20 +678,10 @@ impl ShardLog for SegmentLog {
 
     async fn append(&self, batches: Vec<Bytes>) -> Result<AppendOutcome> {
         let shard = &self.inner.shard;
+        // Validation (CRC-32C) runs here, on the appender's task, not on the writer's
+        // critical path.
         let headers = validate_batches(shard, &batches)?;
-        let closed = || JournalError::Closed {
-            shard: shard.clone(),
-        };
-        let tx = lock(&self.tx).clone().ok_or_else(closed)?;
-        let (done, rx) = oneshot::channel();
-        tx.send(AppendReq {
-            batches,
-            headers,
-            done,
-        })
-        .await
-        .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.queue.submit(batches, headers).await
     }
 
     async fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadChunk> {
@@ -836,10 +752,10 @@ impl ShardLog for SegmentLog {
     }
 
     async fn close(&self) -> Result<()> {
-        // Dropping the sender lets the writer finish what is queued, then stop.
-        drop(lock(&self.tx).take());
-        let writer = lock(&self.writer).take();
-        if let Some(w) = writer {
+        // The writer commits what is queued, then stops.
+        self.queue.close();
+        let exited = lock(&self.writer_exited).take();
+        if let Some(w) = exited {
             let _ = w.await;
         }
         if let Some(s) = lock(&self.syncer).take() {
@@ -872,6 +788,8 @@ impl ShardLog for SegmentLog {
 
 impl Drop for SegmentLog {
     fn drop(&mut self) {
+        // Lets the writer thread commit what is queued and exit.
+        self.queue.close();
         if let Some(s) = lock(&self.syncer).take() {
             s.abort();
         }
