@@ -78,7 +78,29 @@ pub struct StateMachineStore {
 struct ChangeBatch {
     applied: Applied,
     counters: Counters,
-    changes: Vec<Change>,
+    /// Shared with the history and the watchers (encoded as plain changes).
+    #[serde(with = "shared_changes")]
+    changes: Vec<Arc<Change>>,
+}
+
+/// Serde of `Vec<Arc<Change>>` as a sequence of changes.
+mod shared_changes {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::store::Change;
+
+    pub fn serialize<S: Serializer>(v: &[Arc<Change>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|c| c.as_ref()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Arc<Change>>, D::Error> {
+        Ok(Vec::<Change>::deserialize(d)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -344,7 +366,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Box::new(ChangeBatch {
                 applied: applied.clone(),
                 counters,
-                changes: changes.iter().map(|c| c.as_ref().clone()).collect(),
+                changes: changes.clone(),
             }),
         ))?;
         self.set_applied(applied);

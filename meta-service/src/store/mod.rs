@@ -15,7 +15,7 @@ pub use domain::{DEFAULT_POLICY, normalize_policy, normalize_topic};
 pub mod mqtt_topic;
 pub mod validate;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque, btree_map};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -130,7 +130,7 @@ impl State {
     }
 
     /// Restores history persisted beside the key space (oldest first).
-    fn restore_history(&mut self, changes: Vec<Change>) {
+    fn restore_history(&mut self, changes: Vec<Arc<Change>>) {
         if changes.is_empty() {
             return;
         }
@@ -138,7 +138,7 @@ impl State {
             if c.revision > self.revision {
                 continue;
             }
-            self.history.push_back(Arc::new(c));
+            self.history.push_back(c);
         }
         while self.history.len() > self.history_limit {
             self.history.pop_front();
@@ -156,7 +156,7 @@ impl State {
 
     /// Recovery: replays persisted change batches applied after the image, restoring the
     /// keys, revision, counters and watch history they describe.
-    pub fn replay(&mut self, batches: &[(Vec<Change>, Counters)]) {
+    pub fn replay(&mut self, batches: &[(Vec<Arc<Change>>, Counters)]) {
         let mut history = Vec::new();
         for (changes, counters) in batches {
             for c in changes {
@@ -265,17 +265,27 @@ impl State {
     fn put_raw(&mut self, key: String, data: Bytes) {
         self.revision += 1;
         let revision = self.revision;
-        if let Some(old) = self.kv.get(&key).cloned() {
+        let value = Value {
+            data: data.clone(),
+            mod_revision: revision,
+        };
+        // One search of the key space: with many keys, string comparisons along the
+        // B-tree path are most of the cost of a write's apply.
+        let (key, old) = match self.kv.entry(key) {
+            btree_map::Entry::Vacant(v) => {
+                let key = v.key().clone();
+                v.insert(value);
+                (key, None)
+            }
+            btree_map::Entry::Occupied(mut o) => {
+                let key = o.key().clone();
+                (key, Some(o.insert(value)))
+            }
+        };
+        if let Some(old) = old {
             self.unindex(&key, &old.data);
         }
         self.index(&key, &data);
-        self.kv.insert(
-            key.clone(),
-            Value {
-                data: data.clone(),
-                mod_revision: revision,
-            },
-        );
         self.pending.push(Arc::new(Change {
             revision,
             key,

@@ -46,8 +46,11 @@ fn least_leading(s: &State, among: &[u64]) -> u64 {
 
 pub(super) fn desired_replicas(s: &State, topic: &Topic) -> usize {
     s.get::<StoragePolicy>(&keys::policy(&topic.storage_policy))
-        .map(|p| p.replicas.max(1) as usize)
-        .unwrap_or(1)
+        .map_or(1, |p| replicas_of(&p))
+}
+
+pub(super) fn replicas_of(policy: &StoragePolicy) -> usize {
+    policy.replicas.max(1) as usize
 }
 
 /// A fresh placement for a new shard.

@@ -121,12 +121,12 @@ pub(super) fn create_topic(s: &mut State, t: &Topic, now: u64) -> MetaResult<Out
     if s.contains(&key) {
         return Err(MetaError::already_exists("topic", &t.name));
     }
-    if !s.contains(&keys::policy(&t.storage_policy)) {
+    let Some(policy) = s.get::<StoragePolicy>(&keys::policy(&t.storage_policy)) else {
         return Err(MetaError::precondition(format!(
             "storage policy '{}' does not exist",
             t.storage_policy
         )));
-    }
+    };
     if let Some(other) = s.indexes.kafka_names.get(&t.kafka_name) {
         return Err(MetaError::AlreadyExists {
             kind: "kafka name".into(),
@@ -141,7 +141,7 @@ pub(super) fn create_topic(s: &mut State, t: &Topic, now: u64) -> MetaResult<Out
     }
     t.created_at_ms = now;
     s.put(key, &t);
-    let replicas = placement::desired_replicas(s, &t);
+    let replicas = placement::replicas_of(&policy);
     let shards = (0..t.shards)
         .map(|i| {
             let p = placement::place(s, &t.name, i, replicas);
