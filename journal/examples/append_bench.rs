@@ -95,6 +95,21 @@ struct Acc {
     bytes: u64,
     elapsed: Duration,
     lat: Vec<Duration>,
+    /// CPU time of the whole process (user + system) during this side's rounds.
+    cpu: Duration,
+}
+
+/// User + system CPU time of this process so far, from /proc (USER_HZ is 100 on Linux).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 /// One round of write + fdatasync of `conc` batches at a time, appending to `f` at `pos`.
@@ -106,7 +121,7 @@ fn raw_round(
     secs: f64,
     acc: &mut Acc,
 ) {
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), process_cpu());
     while start.elapsed().as_secs_f64() < secs {
         let t = Instant::now();
         f.write_all_at(group, *pos).expect("write");
@@ -117,12 +132,13 @@ fn raw_round(
         acc.lat.extend(std::iter::repeat_n(t.elapsed(), conc));
     }
     acc.elapsed += start.elapsed();
+    acc.cpu += process_cpu() - cpu;
 }
 
 /// One round of `conc` tasks appending `b` to `log` for `secs`.
 async fn journal_round(log: &Arc<SegmentLog>, b: &Bytes, conc: usize, secs: f64, acc: &mut Acc) {
     let before = log.stats().size_bytes;
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), process_cpu());
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..conc {
@@ -141,6 +157,7 @@ async fn journal_round(log: &Arc<SegmentLog>, b: &Bytes, conc: usize, secs: f64,
         acc.lat.extend(t.await.expect("join"));
     }
     acc.elapsed += start.elapsed();
+    acc.cpu += process_cpu() - cpu;
     acc.bytes += log.stats().size_bytes - before;
 }
 
@@ -209,11 +226,13 @@ async fn case(dir: &Path, b: &Bytes, conc: usize, secs: f64, rounds: usize) -> (
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     eprintln!(
-        "  journal: {} appends in {n_fsync} fsyncs ({:.1} per fsync); per group {:.0} us in fdatasync, {:.0} us elsewhere",
+        "  journal: {} appends in {n_fsync} fsyncs ({:.1} per fsync); per group {:.0} us in fdatasync, {:.0} us elsewhere; process CPU {:.2} us per append (raw: {:.2} us per batch)",
         j.lat.len(),
         j.lat.len() as f64 / n_fsync.max(1.0),
         fsync_secs / n_fsync.max(1.0) * 1e6,
         (j.elapsed.as_secs_f64() - fsync_secs) / n_fsync.max(1.0) * 1e6,
+        j.cpu.as_secs_f64() * 1e6 / j.lat.len().max(1) as f64,
+        r.cpu.as_secs_f64() * 1e6 / r.lat.len().max(1) as f64,
     );
     drop(f);
     let _ = std::fs::remove_file(&path);

@@ -47,7 +47,15 @@ const WRITER_STACK: usize = 256 << 10;
 pub(crate) struct Request {
     pub batches: Vec<Bytes>,
     pub headers: Vec<BatchHeader>,
-    done: oneshot::Sender<Result<AppendOutcome>>,
+    done: oneshot::Sender<Ack>,
+}
+
+/// The commit's outcome for one request, with the request's buffers: they go back to the
+/// appender to be freed on its own thread, off the writer's path to the next group (and
+/// without a cross-thread free in the allocator).
+struct Ack {
+    outcome: Result<AppendOutcome>,
+    _buffers: (Vec<Bytes>, Vec<BatchHeader>),
 }
 
 struct Pending {
@@ -103,11 +111,15 @@ impl GroupQueue {
         headers: Vec<BatchHeader>,
     ) -> Result<AppendOutcome> {
         // The writer returns the permit when it takes the request into a group.
-        self.admit
-            .acquire()
-            .await
-            .map_err(|_| self.closed())?
-            .forget();
+        match self.admit.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(_) => self
+                .admit
+                .acquire()
+                .await
+                .map_err(|_| self.closed())?
+                .forget(),
+        }
         let bytes = batches.iter().map(Bytes::len).sum::<usize>();
         let (done, rx) = oneshot::channel();
         let wake = {
@@ -133,7 +145,7 @@ impl GroupQueue {
             self.wake.notify_one();
         }
         // A dropped sender means the writer died (panicked) with the request.
-        rx.await.map_err(|_| self.closed())?
+        rx.await.map_err(|_| self.closed())?.outcome
     }
 
     /// Refuses further appends; the writer commits what is queued, then exits.
@@ -272,10 +284,13 @@ fn writer_loop(queue: &GroupQueue, mut commit: CommitFn, on_panic: Box<dyn Fn(St
                 } else {
                     1
                 };
-                for (req, res) in group.drain(..).zip(results) {
+                for (req, outcome) in group.drain(..).zip(results) {
                     // The caller may have gone away (cancelled RPC); the data is committed
                     // regardless, as with any write whose ack is lost.
-                    let _ = req.done.send(res);
+                    let _ = req.done.send(Ack {
+                        outcome,
+                        _buffers: (req.batches, req.headers),
+                    });
                 }
             }
             Err(panic) => {
