@@ -2,7 +2,8 @@
 //!
 //! Callers queue commands on a bounded channel; one task drains whatever is queued (up to
 //! `max_batch`) into a single [`Request`] and proposes it, keeping up to `max_inflight`
-//! proposals in flight so that batching never serialises on one Raft round trip.
+//! proposals in flight so that batching never serialises on one Raft round trip. A batch
+//! is formed only once a slot is free, so the busier the leader, the larger the entries.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -63,6 +64,12 @@ async fn run(
 ) {
     let inflight = Arc::new(Semaphore::new(max_inflight));
     while let Some(first) = rx.recv().await {
+        // Wait for a free slot before draining the queue: when idle, the first command is
+        // proposed at once; when every slot is busy, everything that arrives meanwhile
+        // joins the next entry instead of waiting behind a batch formed too early.
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -70,9 +77,6 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            return;
-        };
         let raft = raft.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
