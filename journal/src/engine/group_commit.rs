@@ -34,7 +34,7 @@ use crate::error::{JournalError, Result};
 use crate::shard::ShardId;
 
 /// Most bytes one group carries; a longer queue is split over several groups.
-pub(crate) const GROUP_MAX_BYTES: usize = 64 << 20;
+const GROUP_MAX_BYTES: usize = 64 << 20;
 /// Appends queued for the writer; callers beyond it wait to enqueue (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 /// Bounds of the straggler wait (see the module docs).
