@@ -1,5 +1,10 @@
 //! `robustmq-meta`: runs one meta-service node until SIGTERM or Ctrl-C.
 
+// Every write allocates on the request, Raft and apply paths: mimalloc spends less CPU
+// on these short-lived allocations than glibc's allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use meta_service::config::{Args, MetaConfig};

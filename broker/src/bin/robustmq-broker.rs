@@ -4,6 +4,11 @@
 //! `robustmq-broker listening mqtt=ADDR admin=ADDR` so scripts passing port 0 learn the
 //! real ports.
 
+// Many small short-lived allocations per message (records, deliveries, packets): mimalloc
+// spends markedly less CPU on them than glibc's allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -94,15 +94,16 @@ impl Table {
         self.wild.remove(&conn);
     }
 
-    /// The sessions a record on `topic` may match, each once, in a stable order.
-    fn candidates(&self, topic: &str) -> Vec<u64> {
-        let mut c: Vec<u64> = self.wild.iter().copied().collect();
+    /// The sessions a record on `topic` may match, each once, in a stable order, into
+    /// `out` (reused across records so that dispatching allocates nothing per record).
+    fn candidates(&self, topic: &str, out: &mut Vec<u64>) {
+        out.clear();
+        out.extend(self.wild.iter().copied());
         if let Some(set) = self.exact.get(topic) {
-            c.extend(set.iter().copied());
+            out.extend(set.iter().copied());
         }
-        c.sort_unstable();
-        c.dedup();
-        c
+        out.sort_unstable();
+        out.dedup();
     }
 }
 
@@ -233,8 +234,9 @@ impl Dispatcher {
     /// Hands one chunk of records to matching sessions and advances the position.
     fn dispatch(&self, key: &ShardKey, records: Vec<(u64, Arc<MqttRecord>)>, next: u64) {
         let mut t = self.lock();
+        let mut candidates = Vec::new();
         for (offset, record) in &records {
-            let candidates = t.candidates(&record.topic);
+            t.candidates(&record.topic, &mut candidates);
             let mut shared: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
             for conn in &candidates {
                 let Some(e) = t.sessions.get_mut(conn) else {
@@ -289,7 +291,7 @@ impl Dispatcher {
     /// QoS 0, without storing it.
     pub fn deliver_local(&self, record: MqttRecord) {
         let record = Arc::new(record);
-        let key: ShardKey = (String::new(), 0);
+        let key: ShardKey = (Arc::from(""), 0);
         let t = self.lock();
         for e in t.sessions.values() {
             if let Some(mut d) = match_plain(&e.subs, &e.client_id, &key, 0, &record) {
@@ -365,7 +367,10 @@ impl Dispatcher {
         let wanted: Vec<ShardKey> = routes
             .all()
             .into_iter()
-            .flat_map(|b| (0..b.shards).map(move |s| (b.topic.clone(), s)))
+            .flat_map(|b| {
+                let topic: Arc<str> = b.topic.as_str().into();
+                (0..b.shards).map(move |s| (topic.clone(), s))
+            })
             .collect();
         tailers.retain(|k, tok| {
             let keep = wanted.contains(k);

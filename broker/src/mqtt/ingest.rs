@@ -9,24 +9,31 @@ use super::{Context, Stats, now_ms};
 use crate::storage::record::MqttRecord;
 
 /// Stores `record`. Returns the reason code for the publisher (v5 PUBACK/PUBREC).
+///
+/// A QoS 0 message without RETAIN is only queued for storage: the publisher gets no
+/// acknowledgement to wait for, so its connection goes on reading while the append runs
+/// (the appender keeps each shard's records in the order they were queued).
 pub async fn publish(ctx: &Context, record: MqttRecord) -> ReasonCode {
     Stats::inc(&ctx.stats.messages_in);
-    let retain = record.retain;
     let route = ctx.routes.route(&record.topic);
-    let stored = match &route {
-        Some((topic, shard)) => match ctx.appender.append(topic, *shard, record.clone()).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(mqtt_topic = %record.topic, error = %e, "publish not stored");
-                return ReasonCode::UNSPECIFIED_ERROR;
-            }
-        },
-        None => false,
-    };
-    if retain && let Err(code) = set_retained(ctx, &record).await {
+    let retained = record.retain.then(|| record.clone());
+    if let Some((topic, shard)) = &route {
+        let stored = if record.qos == 0 && retained.is_none() {
+            ctx.appender.submit(topic, *shard, record).await
+        } else {
+            ctx.appender.append(topic, *shard, record).await.map(|_| ())
+        };
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, "publish not stored");
+            return ReasonCode::UNSPECIFIED_ERROR;
+        }
+    }
+    if let Some(r) = &retained
+        && let Err(code) = set_retained(ctx, r).await
+    {
         return code;
     }
-    if stored || retain {
+    if route.is_some() || retained.is_some() {
         ReasonCode::SUCCESS
     } else {
         // Nothing binds the topic (no default `#` topic): nobody can receive it.

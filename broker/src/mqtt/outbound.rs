@@ -80,7 +80,7 @@ impl Outbound {
     pub fn restore(&mut self, saved: &SavedInflight) {
         for s in &saved.out {
             self.resume.insert(
-                ((s.topic.clone(), s.shard), s.offset),
+                ((s.topic.as_str().into(), s.shard), s.offset),
                 (s.packet_id, s.released),
             );
         }
@@ -223,7 +223,7 @@ impl Outbound {
             .filter_map(|(pid, i)| {
                 let ((topic, shard), offset) = i.msg.source.clone()?;
                 Some(SavedOut {
-                    topic,
+                    topic: topic.to_string(),
                     shard,
                     offset,
                     packet_id: *pid,
@@ -236,7 +236,7 @@ impl Outbound {
             self.resume
                 .iter()
                 .map(|(((t, s), o), (pid, rel))| SavedOut {
-                    topic: t.clone(),
+                    topic: t.to_string(),
                     shard: *s,
                     offset: *o,
                     packet_id: *pid,
@@ -322,12 +322,12 @@ mod tests {
             o.enqueue(msg(QoS::AtLeastOnce, i), &mut out);
         }
         assert_eq!(pids(&out), vec![1, 2], "only the window goes out");
-        assert_eq!(o.unfinished()[&("t".to_string(), 0)], 0);
+        assert_eq!(o.unfinished()[&("t".into(), 0)], 0);
         out.clear();
         assert_eq!(o.on_puback(1, &mut out), AckResult::Done);
         assert_eq!(pids(&out), vec![3]);
         assert_eq!(o.on_puback(1, &mut out), AckResult::UnknownId);
-        assert_eq!(o.unfinished()[&("t".to_string(), 0)], 1);
+        assert_eq!(o.unfinished()[&("t".into(), 0)], 1);
     }
 
     #[test]

@@ -141,8 +141,17 @@ impl Session {
         let Some(mut reg) = self.registration.take() else {
             return End::Server(None);
         };
+        // The futures that live as long as the loop are made once: creating a
+        // cancellation waiter or a timer per packet costs a lock or a timer-wheel update
+        // each time. The keep-alive timer is not moved on every packet either; when it
+        // fires early it is re-armed from the last packet's time.
         let cancel = self.ctx.cancel.clone();
-        let mut deadline = self.keep_alive.map(|k| Instant::now() + k.mul_f32(1.5));
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        let grace = self.keep_alive.map(|k| k.mul_f32(1.5));
+        let mut last_packet = Instant::now();
+        let keep_alive = tokio::time::sleep(grace.unwrap_or(Duration::from_secs(86_400)));
+        tokio::pin!(keep_alive);
         let mut checkpoints = tokio::time::interval(CHECKPOINT_EVERY);
         checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
@@ -150,22 +159,20 @@ impl Session {
                 tracing::debug!(client_id = %self.client_id, error = %e, "write failed");
                 break End::Server(None);
             }
-            let keep_alive = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                _ = cancel.cancelled() => break End::Server(Some(ReasonCode::SERVER_SHUTTING_DOWN)),
+                _ = &mut cancelled => break End::Server(Some(ReasonCode::SERVER_SHUTTING_DOWN)),
                 k = &mut reg.kicked => {
                     self.claimed_elsewhere = matches!(k, Ok(super::registry::Kick::Remote));
                     tracing::info!(client_id = %self.client_id, remote = self.claimed_elsewhere, "session taken over");
                     break End::Server(Some(ReasonCode::SESSION_TAKEN_OVER));
                 }
-                _ = keep_alive => {
-                    tracing::info!(client_id = %self.client_id, "keep alive timed out");
-                    break End::Server(Some(ReasonCode::KEEP_ALIVE_TIMEOUT));
+                _ = &mut keep_alive, if grace.is_some() => {
+                    let due = last_packet + grace.unwrap_or_default();
+                    if Instant::now() >= due {
+                        tracing::info!(client_id = %self.client_id, "keep alive timed out");
+                        break End::Server(Some(ReasonCode::KEEP_ALIVE_TIMEOUT));
+                    }
+                    keep_alive.as_mut().reset(due);
                 }
                 _ = checkpoints.tick() => {
                     self.recover_lost().await;
@@ -184,9 +191,7 @@ impl Session {
                 }
                 r = self.conn.read_packet() => match r {
                     Ok(p) => {
-                        if let Some(k) = self.keep_alive {
-                            deadline = Some(Instant::now() + k.mul_f32(1.5));
-                        }
+                        last_packet = Instant::now();
                         match handlers::handle(self, p).await {
                             Flow::Continue => {}
                             Flow::ClientDisconnect { will } => break End::Client { will },

@@ -12,8 +12,9 @@ use mqtt_codec::{QoS, RetainHandling, SubscriptionOptions, topic};
 use robustmq_proto::meta;
 use serde::{Deserialize, Serialize};
 
-/// A shard: (topic, index).
-pub type ShardKey = (String, u32);
+/// A shard: (topic, index). The name is shared (`Arc<str>`) because a key travels with
+/// every delivery: cloning it must not allocate.
+pub type ShardKey = (std::sync::Arc<str>, u32);
 
 /// One subscription of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +123,7 @@ impl Persistent {
         let progress = s
             .progress
             .iter()
-            .map(|p| ((p.topic.clone(), p.shard), p.offset.max(0) as u64))
+            .map(|p| ((p.topic.as_str().into(), p.shard), p.offset.max(0) as u64))
             .collect();
         let inflight = if s.inflight.is_empty() {
             SavedInflight::default()
@@ -152,7 +153,7 @@ impl Persistent {
             .progress
             .iter()
             .map(|((t, s), o)| meta::ShardProgress {
-                topic: t.clone(),
+                topic: t.to_string(),
                 shard: *s,
                 offset: *o as i64,
             })

@@ -3,6 +3,10 @@
 //! `MAX_COALESCE` records), writes one RecordBatch, and answers every publisher with its
 //! record's offset. Under load, throughput is then records per storage round trip, not
 //! one round trip per message; with one publisher it adds no wait.
+//!
+//! [`Appender::submit`] queues without waiting for the store (QoS 0 publishes: nobody is
+//! told the outcome, and the publisher's connection can read its next packet at once).
+//! Records of one shard are stored in the order they were queued either way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,11 +21,12 @@ use crate::error::{BrokerError, Result};
 const MAX_COALESCE: usize = 512;
 const QUEUE: usize = 4096;
 
-type Job = (MqttRecord, oneshot::Sender<Result<u64>>);
+type Job = (MqttRecord, Option<oneshot::Sender<Result<u64>>>);
 
 pub struct Appender {
     storage: Arc<dyn StorageAdapter>,
-    queues: Mutex<HashMap<(String, u32), mpsc::Sender<Job>>>,
+    /// By topic, then shard: looked up by `&str` on every publish, without allocating.
+    queues: Mutex<HashMap<String, HashMap<u32, mpsc::Sender<Job>>>>,
     cancel: CancellationToken,
 }
 
@@ -38,17 +43,30 @@ impl Appender {
     pub async fn append(&self, topic: &str, shard: u32, record: MqttRecord) -> Result<u64> {
         let tx = self.queue(topic, shard);
         let (done, wait) = oneshot::channel();
-        tx.send((record, done))
+        tx.send((record, Some(done)))
             .await
             .map_err(|_| BrokerError::storage(topic, shard, "appender stopped"))?;
         wait.await
             .map_err(|_| BrokerError::storage(topic, shard, "appender stopped"))?
     }
 
+    /// Queues `record` for `(topic, shard)` without waiting for it to be stored; waits
+    /// only while the shard's queue is full, so a fast publisher still gets backpressure.
+    /// A failed store is logged by the appender.
+    pub async fn submit(&self, topic: &str, shard: u32, record: MqttRecord) -> Result<()> {
+        self.queue(topic, shard)
+            .send((record, None))
+            .await
+            .map_err(|_| BrokerError::storage(topic, shard, "appender stopped"))
+    }
+
     fn queue(&self, topic: &str, shard: u32) -> mpsc::Sender<Job> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (topic.to_string(), shard);
-        if let Some(tx) = queues.get(&key).filter(|tx| !tx.is_closed()) {
+        if let Some(tx) = queues
+            .get(topic)
+            .and_then(|m| m.get(&shard))
+            .filter(|tx| !tx.is_closed())
+        {
             return tx.clone();
         }
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -59,7 +77,10 @@ impl Appender {
             rx,
             self.cancel.clone(),
         ));
-        queues.insert(key, tx.clone());
+        queues
+            .entry(topic.to_string())
+            .or_default()
+            .insert(shard, tx.clone());
         tx
     }
 }
@@ -72,26 +93,36 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_COALESCE);
+    let mut records: Vec<MqttRecord> = Vec::with_capacity(MAX_COALESCE);
+    let mut replies = Vec::with_capacity(MAX_COALESCE);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let n = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = &mut cancelled => return,
             n = rx.recv_many(&mut jobs, MAX_COALESCE) => n,
         };
         if n == 0 {
             return;
         }
-        let records: Vec<MqttRecord> = jobs.iter().map(|(r, _)| r.clone()).collect();
+        for (record, reply) in jobs.drain(..) {
+            records.push(record);
+            replies.push(reply);
+        }
         let batch = encode_batch(&records);
+        records.clear();
         match storage.append(&topic, shard, vec![batch]).await {
             Ok(a) => {
-                for (i, (_, done)) in jobs.drain(..).enumerate() {
-                    let _ = done.send(Ok(a.base_offset + i as u64));
+                for (i, done) in replies.drain(..).enumerate() {
+                    if let Some(done) = done {
+                        let _ = done.send(Ok(a.base_offset + i as u64));
+                    }
                 }
             }
             Err(e) => {
                 tracing::warn!(%topic, shard, error = %e, records = n, "append failed");
                 let reason = e.to_string();
-                for (_, done) in jobs.drain(..) {
+                for done in replies.drain(..).flatten() {
                     let _ = done.send(Err(BrokerError::storage(&topic, shard, &reason)));
                 }
             }

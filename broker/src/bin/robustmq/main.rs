@@ -5,6 +5,11 @@
 //! - `robustmq ctl [--meta ADDR] ...`: manage topics, policies, users and ACLs through
 //!   the meta API (text or `--output json`).
 
+// Many small short-lived allocations per message (records, deliveries, packets): mimalloc
+// spends markedly less CPU on them than glibc's allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod ctl;
 
 use std::path::PathBuf;
