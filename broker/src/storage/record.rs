@@ -71,33 +71,34 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
 }
 
 impl MqttRecord {
-    fn headers(&self) -> Vec<(&str, Vec<u8>)> {
-        let mut h: Vec<(&str, Vec<u8>)> = vec![("mqtt.qos", vec![self.qos])];
+    /// Calls `f` with each header the record is stored with (no allocation: encoding runs
+    /// once per message).
+    fn for_each_header(&self, mut f: impl FnMut(&str, &[u8])) {
+        f("mqtt.qos", &[self.qos]);
         if self.retain {
-            h.push(("mqtt.retain", vec![1]));
+            f("mqtt.retain", &[1]);
         }
         if !self.from_client.is_empty() {
-            h.push(("mqtt.from", self.from_client.as_bytes().to_vec()));
+            f("mqtt.from", self.from_client.as_bytes());
         }
         if let Some(p) = self.payload_format {
-            h.push(("mqtt.pfi", vec![p]));
+            f("mqtt.pfi", &[p]);
         }
         if let Some(e) = self.expires_at_ms {
-            h.push(("mqtt.expiry_at", e.to_be_bytes().to_vec()));
+            f("mqtt.expiry_at", &e.to_be_bytes());
         }
         if let Some(c) = &self.content_type {
-            h.push(("mqtt.ct", c.as_bytes().to_vec()));
+            f("mqtt.ct", c.as_bytes());
         }
         if let Some(r) = &self.response_topic {
-            h.push(("mqtt.rt", r.as_bytes().to_vec()));
+            f("mqtt.rt", r.as_bytes());
         }
         if let Some(c) = &self.correlation_data {
-            h.push(("mqtt.cd", c.to_vec()));
+            f("mqtt.cd", c);
         }
         for (k, v) in &self.user_properties {
-            h.push((k.as_str(), v.as_bytes().to_vec()));
+            f(k, v.as_bytes());
         }
-        h
     }
 
     fn apply_header(&mut self, key: &str, value: &[u8]) {
@@ -121,6 +122,10 @@ impl MqttRecord {
 }
 
 /// Encodes records as one RecordBatch v2 (base offset 0: the journal assigns it).
+///
+/// Records are written straight into the batch through one scratch buffer (a record's
+/// length prefix comes before it and is only known once it is written), so encoding
+/// allocates twice per batch, not per record.
 pub fn encode_batch(records: &[MqttRecord]) -> Bytes {
     let base_ts = records.first().map(|r| r.timestamp_ms).unwrap_or(0);
     let max_ts = records
@@ -128,26 +133,13 @@ pub fn encode_batch(records: &[MqttRecord]) -> Bytes {
         .map(|r| r.timestamp_ms)
         .max()
         .unwrap_or(base_ts);
-    let mut body = BytesMut::new();
-    for (i, r) in records.iter().enumerate() {
-        let mut rec = BytesMut::new();
-        rec.put_i8(0); // attributes
-        put_varint(&mut rec, r.timestamp_ms - base_ts);
-        put_varint(&mut rec, i as i64);
-        put_bytes(&mut rec, r.topic.as_bytes());
-        put_bytes(&mut rec, &r.payload);
-        let headers = r.headers();
-        put_varint(&mut rec, headers.len() as i64);
-        for (k, v) in headers {
-            put_bytes(&mut rec, k.as_bytes());
-            put_bytes(&mut rec, &v);
-        }
-        put_varint(&mut body, rec.len() as i64);
-        body.put_slice(&rec);
-    }
-    let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
+    let guess: usize = records
+        .iter()
+        .map(|r| r.topic.len() + r.payload.len() + r.from_client.len() + 40)
+        .sum();
+    let mut out = BytesMut::with_capacity(HEADER_LEN + guess);
     out.put_i64(0); // baseOffset
-    out.put_i32((HEADER_LEN - 12 + body.len()) as i32); // batchLength
+    out.put_i32(0); // batchLength, filled below
     out.put_i32(-1); // partitionLeaderEpoch
     out.put_i8(2); // magic
     out.put_u32(0); // crc, filled below
@@ -159,7 +151,26 @@ pub fn encode_batch(records: &[MqttRecord]) -> Bytes {
     out.put_i16(-1); // producerEpoch
     out.put_i32(-1); // baseSequence
     out.put_i32(records.len() as i32);
-    out.put_slice(&body);
+    let mut rec = BytesMut::new();
+    for (i, r) in records.iter().enumerate() {
+        rec.clear();
+        rec.put_i8(0); // attributes
+        put_varint(&mut rec, r.timestamp_ms - base_ts);
+        put_varint(&mut rec, i as i64);
+        put_bytes(&mut rec, r.topic.as_bytes());
+        put_bytes(&mut rec, &r.payload);
+        let mut count = 0i64;
+        r.for_each_header(|_, _| count += 1);
+        put_varint(&mut rec, count);
+        r.for_each_header(|k, v| {
+            put_bytes(&mut rec, k.as_bytes());
+            put_bytes(&mut rec, v);
+        });
+        put_varint(&mut out, rec.len() as i64);
+        out.put_slice(&rec);
+    }
+    let batch_len = (out.len() - 12) as i32;
+    out[8..12].copy_from_slice(&batch_len.to_be_bytes());
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     out.freeze()
