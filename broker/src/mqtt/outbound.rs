@@ -88,7 +88,8 @@ impl Outbound {
 
     /// Queues a message and returns the packets that can go out now.
     pub fn enqueue(&mut self, msg: OutMsg, out: &mut Vec<Packet>) {
-        if let Some(src) = &msg.source
+        if !self.resume.is_empty()
+            && let Some(src) = &msg.source
             && let Some((pid, released)) = self.resume.remove(src)
             && msg.qos != QoS::AtMostOnce
         {
