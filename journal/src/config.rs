@@ -51,6 +51,9 @@ pub struct Config {
     pub segment_ms: u64,
     pub memory_max_bytes: u64,
     pub index_interval_bytes: u64,
+    /// Bytes of each segment shard's newest batches kept in memory for readers at the
+    /// tail; 0 turns the cache off.
+    pub tail_cache_bytes: u64,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             segment_ms: spec.segment_ms,
             memory_max_bytes: spec.memory_max_bytes,
             index_interval_bytes: spec.index_interval_bytes,
+            tail_cache_bytes: spec.tail_cache_bytes,
         }
     }
 }
@@ -140,6 +144,8 @@ pub struct Overrides {
     pub memory_max_bytes: Option<u64>,
     #[arg(long, env = "ROBUSTMQ_JOURNAL_INDEX_INTERVAL_BYTES")]
     pub index_interval_bytes: Option<u64>,
+    #[arg(long, env = "ROBUSTMQ_JOURNAL_TAIL_CACHE_BYTES")]
+    pub tail_cache_bytes: Option<u64>,
 }
 
 macro_rules! overlay {
@@ -179,7 +185,8 @@ impl Config {
             segment_bytes,
             segment_ms,
             memory_max_bytes,
-            index_interval_bytes
+            index_interval_bytes,
+            tail_cache_bytes
         );
         cfg.meta.retain(|m| !m.trim().is_empty());
         cfg.validate()?;
@@ -237,6 +244,7 @@ impl Config {
             segment_ms: self.segment_ms,
             memory_max_bytes: self.memory_max_bytes,
             index_interval_bytes: self.index_interval_bytes,
+            tail_cache_bytes: self.tail_cache_bytes,
         }
     }
 

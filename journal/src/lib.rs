@@ -21,4 +21,4 @@ pub mod registry;
 pub mod shard;
 
 pub use error::{BatchError, JournalError, Result, StartupError};
-pub use shard::{EngineKind, FsyncPolicy, ShardId, ShardSpec};
+pub use shard::{DEFAULT_TAIL_CACHE_BYTES, EngineKind, FsyncPolicy, ShardId, ShardSpec};

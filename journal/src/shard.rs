@@ -117,6 +117,18 @@ pub struct ShardSpec {
     pub memory_max_bytes: u64,
     /// Bytes between two sparse offset-index entries (and time-index entries).
     pub index_interval_bytes: u64,
+    /// Segment engine: bytes of the newest batches kept in memory to serve readers at the
+    /// tail without touching the disk; 0 turns the cache off. (Absent from older
+    /// `shard.yaml` files: they get the default.)
+    #[serde(default = "default_tail_cache_bytes")]
+    pub tail_cache_bytes: u64,
+}
+
+/// Enough for a few seconds of a busy shard's tail: readers that keep up never read disk.
+pub const DEFAULT_TAIL_CACHE_BYTES: u64 = 8 << 20;
+
+fn default_tail_cache_bytes() -> u64 {
+    DEFAULT_TAIL_CACHE_BYTES
 }
 
 impl Default for ShardSpec {
@@ -130,6 +142,7 @@ impl Default for ShardSpec {
             segment_ms: 24 * 3600 * 1000,
             memory_max_bytes: 64 * 1024 * 1024,
             index_interval_bytes: 4096,
+            tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
         }
     }
 }
@@ -154,6 +167,13 @@ impl ShardSpec {
         }
         if self.index_interval_bytes == 0 {
             return Err("index_interval_bytes must be > 0".into());
+        }
+        if self.tail_cache_bytes > u32::MAX as u64 {
+            return Err(format!(
+                "tail_cache_bytes is {} (maximum {}: cached positions are 32-bit)",
+                self.tail_cache_bytes,
+                u32::MAX
+            ));
         }
         if let FsyncPolicy::Interval { ms: 0 } = self.fsync {
             return Err("fsync interval must be > 0 ms".into());

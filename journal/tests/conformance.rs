@@ -1,6 +1,8 @@
 //! The journal conformance suite: one set of behaviours, run against every engine
 //! (memory and segment). Each test is written once, generic over [`Env`], and instantiated
-//! per engine by the `suite!` macro at the bottom.
+//! per engine by the `suite!` macro at the bottom; the segment engine runs it three times:
+//! with its default tail cache, with a cache of a few batches (reads cross from disk into
+//! memory) and with none (every read from disk).
 
 mod common;
 
@@ -35,6 +37,7 @@ impl Env {
                 segment_ms: 0,
                 memory_max_bytes: 64 << 20,
                 index_interval_bytes: 256,
+                tail_cache_bytes: journal::DEFAULT_TAIL_CACHE_BYTES,
             },
         }
     }
@@ -467,6 +470,17 @@ async fn concurrent_appends_get_distinct_dense_offsets(env: Env) {
     }
 }
 
+/// A segment spec whose tail cache holds only a few small batches, so that reads cross
+/// from disk into the cache.
+fn small_cache(s: &mut ShardSpec) {
+    s.tail_cache_bytes = 700;
+}
+
+/// A segment spec without a tail cache: every read goes to disk.
+fn no_cache(s: &mut ShardSpec) {
+    s.tail_cache_bytes = 0;
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -477,6 +491,20 @@ macro_rules! suite {
         mod segment {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Env::new(journal::EngineKind::Segment)).await }
+            )*
+        }
+        mod segment_small_tail_cache {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Env::new(journal::EngineKind::Segment).with(super::small_cache)).await
+            }
+            )*
+        }
+        mod segment_no_tail_cache {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Env::new(journal::EngineKind::Segment).with(super::no_cache)).await
+            }
             )*
         }
     };

@@ -143,17 +143,29 @@ impl ShardLog for MemoryLog {
             return Err(self.out_of_range(&st, offset));
         }
         let first = st.batches.partition_point(|b| b.last < offset);
-        let mut out = BytesMut::new();
-        let mut next = offset;
+        // Count first, so that one batch is served without a copy and several with one
+        // exact allocation.
+        let (mut count, mut total) = (0usize, 0usize);
         for b in st.batches.range(first..) {
-            if !out.is_empty() && out.len() + b.bytes.len() > max_bytes {
+            if count > 0 && total + b.bytes.len() > max_bytes {
                 break;
             }
-            out.extend_from_slice(&b.bytes);
-            next = b.last + 1;
+            total += b.bytes.len();
+            count += 1;
         }
+        let served = st.batches.range(first..first + count);
+        let next = served.clone().next_back().map_or(offset, |b| b.last + 1);
+        let records = if count == 1 {
+            st.batches[first].bytes.clone()
+        } else {
+            let mut out = BytesMut::with_capacity(total);
+            for b in served {
+                out.extend_from_slice(&b.bytes);
+            }
+            out.freeze()
+        };
         Ok(ReadChunk {
-            records: out.freeze(),
+            records,
             next_offset: next,
             high_watermark: st.log_end,
             log_start: st.log_start,

@@ -13,6 +13,7 @@
 mod group_commit;
 pub mod memory;
 pub mod segment;
+mod tail_cache;
 
 use std::time::Duration;
 

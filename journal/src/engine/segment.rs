@@ -9,9 +9,13 @@
 //! `interval` a timer task syncs; with `never` nothing does. The high watermark (what
 //! readers see) advances only when an append is acknowledged.
 //!
-//! Reads, retention and truncation take the state lock briefly; file I/O for reads happens
-//! outside it on cloned file handles. Every batch served is checked (framing, base offset,
-//! CRC-32C), so a corrupted byte in an old segment surfaces as [`JournalError::Corrupt`].
+//! Reads at the tail are served from the shard's tail cache ([`super::tail_cache`]) inline
+//! on the reader's task. Other reads go to the blocking pool: they take the state lock
+//! briefly to plan, then read the files outside it on cloned handles, straight into the
+//! buffer they return. Every batch read from disk is checked (framing, base offset,
+//! CRC-32C), so a corrupted byte in an old segment surfaces as [`JournalError::Corrupt`];
+//! cached batches were checked when they were appended. Retention and truncation take the
+//! state lock, then the cache's, and keep both consistent.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -26,6 +30,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::group_commit::{self, GroupQueue, Request};
+use super::tail_cache::{Stager, TailCache, TailRead};
 use super::{
     AppendOutcome, EngineHooks, LogStats, ReadChunk, ShardLog, cut_batches, validate_batches,
 };
@@ -52,6 +57,8 @@ struct Inner {
     spec: ShardSpec,
     hooks: EngineHooks,
     state: Mutex<State>,
+    /// Locked after `state` when both are needed; readers at the tail take only this one.
+    tail: Mutex<TailCache>,
     hw_tx: watch::Sender<u64>,
 }
 
@@ -92,19 +99,23 @@ impl SegmentLog {
                 JournalError::io(&shard, "joining recovery", std::io::Error::other(e))
             })??;
         let hw = state.hw;
+        let cache_bytes = usize::try_from(spec.tail_cache_bytes).unwrap_or(usize::MAX);
+        let tail = TailCache::new(cache_bytes, state.log_start, hw);
         let inner = Arc::new(Inner {
             shard,
             dir,
             spec,
             hooks,
             state: Mutex::new(state),
+            tail: Mutex::new(tail),
             hw_tx: watch::channel(hw).0,
         });
         let queue = GroupQueue::new(inner.shard.clone(), inner.spec.fsync == FsyncPolicy::Always);
         let (committer, on_panic) = (inner.clone(), inner.clone());
+        let mut stager = Stager::new(cache_bytes);
         let writer_exited = group_commit::spawn_writer(
             queue.clone(),
-            Box::new(move |group: &[Request]| committer.commit_group(group)),
+            Box::new(move |group: &[Request]| committer.commit_group(group, &mut stager)),
             Box::new(move |why| {
                 tracing::error!(shard = %on_panic.shard, panic = %why, "group commit panicked");
                 lock(&on_panic.state).failed = Some(format!("writer panicked: {why}"));
@@ -256,9 +267,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes one group of appends and, with fsync=always, makes it durable. Returns one
-    /// outcome per request.
-    fn commit_group(&self, group: &[Request]) -> Vec<Result<AppendOutcome>> {
+    /// Writes one group of appends and, with fsync=always, makes it durable; then makes it
+    /// readable (high watermark, tail cache). Returns one outcome per request.
+    fn commit_group(&self, group: &[Request], stager: &mut Stager) -> Vec<Result<AppendOutcome>> {
         let mut st = lock(&self.state);
         if st.closed || st.failed.is_some() {
             return group.iter().map(|_| Err(self.refusal(&st))).collect();
@@ -272,27 +283,31 @@ impl Inner {
                 .collect();
         }
         let end = st.log_end;
-        if self.spec.fsync == FsyncPolicy::Always {
-            let file = st.segments.values().next_back().map(|s| s.file.clone());
-            // Sync outside the lock so that readers and the next group's bookkeeping do
-            // not wait on the disk.
-            drop(st);
+        let sync = (self.spec.fsync == FsyncPolicy::Always)
+            .then(|| st.segments.values().next_back().map(|s| s.file.clone()));
+        // Copy the group for the tail cache and sync outside the lock, so that readers
+        // and the next group's bookkeeping wait on neither.
+        drop(st);
+        stager.stage(group, &outcomes);
+        if let Some(file) = sync {
             let started = Instant::now();
             let synced = file.map_or(Ok(()), |f| f.sync_data());
             self.observe_fsync(started);
-            st = lock(&self.state);
             if let Err(e) = synced {
-                st.failed = Some(format!("fdatasync failed: {e}"));
+                stager.discard();
+                lock(&self.state).failed = Some(format!("fdatasync failed: {e}"));
                 return group
                     .iter()
                     .map(|_| Err(JournalError::io(&self.shard, "fdatasync", e.kind().into())))
                     .collect();
             }
         }
+        let mut st = lock(&self.state);
         // A truncation may have run while the lock was released: never expose more than
         // the log holds.
         let hw = end.min(st.log_end).max(st.hw);
         st.hw = hw;
+        lock(&self.tail).publish(stager, hw, st.log_end);
         drop(st);
         self.hw_tx.send_replace(hw);
         outcomes.into_iter().map(Ok).collect()
@@ -455,6 +470,8 @@ impl Inner {
             (plan, st.hw, st.log_start)
         };
 
+        // Batches are read straight into the buffer that is returned: no staging buffer,
+        // no second copy.
         let mut out: Vec<u8> = Vec::new();
         let mut next = offset;
         let mut first = true;
@@ -472,6 +489,11 @@ impl Inner {
                     format!("segment starts at {base}, but the previous one ended at {next}"),
                 ));
             }
+            let read_at = |buf: &mut [u8], at: u64| {
+                file.read_exact_at(buf, at).map_err(|e| {
+                    JournalError::io(&self.shard, format!("reading {}", path.display()), e)
+                })
+            };
             while pos < size && next < hw {
                 let budget = max_bytes.saturating_sub(out.len());
                 if budget == 0 && !out.is_empty() {
@@ -479,14 +501,19 @@ impl Inner {
                 }
                 let min_one = out.is_empty();
                 let mut want = (budget.max(batch::HEADER_LEN) as u64).min(size - pos) as usize;
-                let mut buf = vec![0u8; want];
-                file.read_exact_at(&mut buf, pos).map_err(|e| {
-                    JournalError::io(&self.shard, format!("reading {}", path.display()), e)
-                })?;
-                if let Some((_, total)) = batch::peek_offset_and_len(&buf)
+                let at = out.len();
+                if at == 0 {
+                    // A zeroed allocation: fresh pages need no memset.
+                    out = vec![0u8; want];
+                } else {
+                    out.resize(at + want, 0);
+                }
+                read_at(&mut out[at..], pos)?;
+                if let Some((_, total)) = batch::peek_offset_and_len(&out[at..])
                     && total > want
                 {
                     if !min_one {
+                        out.truncate(at);
                         break 'segments;
                     }
                     if total as u64 > size - pos {
@@ -500,14 +527,14 @@ impl Inner {
                             ),
                         ));
                     }
+                    // The first batch alone is larger than the budget: read the rest of it.
+                    out.resize(at + total, 0);
+                    read_at(&mut out[at + want..], pos + want as u64)?;
                     want = total;
-                    buf.resize(want, 0);
-                    file.read_exact_at(&mut buf, pos).map_err(|e| {
-                        JournalError::io(&self.shard, format!("reading {}", path.display()), e)
-                    })?;
                 }
-                let (n, after) = cut_batches(&buf, next, hw, budget.max(1), min_one, true)
+                let (n, after) = cut_batches(&out[at..], next, hw, budget.max(1), min_one, true)
                     .map_err(|(p, off, why)| self.corrupt(&path, pos + p as u64, off, why))?;
+                out.truncate(at + n);
                 if n == 0 {
                     if min_one && next < hw {
                         return Err(self.corrupt(
@@ -519,7 +546,6 @@ impl Inner {
                     }
                     break 'segments;
                 }
-                out.extend_from_slice(&buf[..n]);
                 pos += n as u64;
                 next = after;
                 if n < want && pos < size {
@@ -610,6 +636,7 @@ impl Inner {
         st.log_end = p.batch_base;
         st.hw = st.hw.min(st.log_end);
         let hw = st.hw;
+        lock(&self.tail).truncate(st.log_end, hw);
         drop(st);
         self.hw_tx.send_replace(hw);
         Ok(())
@@ -659,6 +686,7 @@ impl Inner {
             seg.delete_files(&self.dir)?;
             st.size -= seg.size;
             st.log_start = st.segments.keys().next().copied().unwrap_or(st.log_end);
+            lock(&self.tail).trim_front(st.log_start);
             tracing::info!(shard = %self.shard, segment = seg.base, log_start = st.log_start,
                 "retention deleted a segment");
         }
@@ -685,6 +713,19 @@ impl ShardLog for SegmentLog {
     }
 
     async fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadChunk> {
+        let cached = lock(&self.inner.tail).read(offset, max_bytes);
+        match cached {
+            TailRead::Served(chunk) => return Ok(chunk),
+            TailRead::OutOfRange { log_start, hw } => {
+                return Err(JournalError::OffsetOutOfRange {
+                    shard: self.inner.shard.clone(),
+                    offset,
+                    log_start,
+                    log_end: hw,
+                });
+            }
+            TailRead::Miss => {}
+        }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.read_sync(offset, max_bytes))
             .await

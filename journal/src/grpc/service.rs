@@ -131,6 +131,7 @@ pub(crate) fn spec_from_proto(p: Option<pb::ShardSpec>, d: &ShardSpec) -> ShardS
         segment_ms: or(p.segment_ms, d.segment_ms),
         memory_max_bytes: or(p.memory_max_bytes, d.memory_max_bytes),
         index_interval_bytes: d.index_interval_bytes,
+        tail_cache_bytes: d.tail_cache_bytes,
     }
 }
 
