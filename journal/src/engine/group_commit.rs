@@ -50,6 +50,19 @@ pub(crate) struct Request {
     done: oneshot::Sender<Ack>,
 }
 
+impl Request {
+    /// A request committed by its own caller rather than the writer thread (nobody waits
+    /// on its acknowledgement channel).
+    pub(crate) fn detached(batches: Vec<Bytes>, headers: Vec<BatchHeader>) -> Request {
+        let (done, _) = oneshot::channel();
+        Request {
+            batches,
+            headers,
+            done,
+        }
+    }
+}
+
 /// The commit's outcome for one request, with the request's buffers: they go back to the
 /// appender to be freed on its own thread, off the writer's path to the next group (and
 /// without a cross-thread free in the allocator).

@@ -1,12 +1,14 @@
 //! The segment engine: a shard log in segment files on the local disk, with group commit.
 //!
-//! Appends go through the shard's writer thread ([`super::group_commit`]). The writer takes
-//! every request waiting in the queue as one group, writes the group's batches with one
-//! vectored write straight from the request buffers (patching each baseOffset), and then,
-//! with fsync=always, issues one fdatasync for the whole group before acknowledging any of
-//! them. While that fdatasync runs, new requests queue up and become the next group:
+//! With fsync=always, appends go through the shard's writer thread
+//! ([`super::group_commit`]). The writer takes every request waiting in the queue as one
+//! group, writes the group's batches with one vectored write straight from the request
+//! buffers (patching each baseOffset), and then issues one fdatasync for the whole group
+//! before acknowledging any of them. While that fdatasync runs, new requests queue up and become the next group:
 //! concurrent appenders share fsyncs, and an acknowledged append is always durable. With
-//! `interval` a timer task syncs; with `never` nothing does. The high watermark (what
+//! `interval` a timer task syncs; with `never` nothing does. With those two policies there
+//! is no fdatasync to share, so an append is written by its own caller, on its task, under
+//! the same commit code (no hand-off to the writer thread). The high watermark (what
 //! readers see) advances only when an append is acknowledged.
 //!
 //! Reads at the tail are served from the shard's tail cache ([`super::tail_cache`]) inline
@@ -66,6 +68,9 @@ struct Inner {
 pub struct SegmentLog {
     inner: Arc<Inner>,
     queue: Arc<GroupQueue>,
+    /// With fsync `interval` or `never`, appends are committed on the caller's task
+    /// through this stager (see `append`); `None` with fsync `always`.
+    inline: Option<Mutex<Stager>>,
     /// Completes when the writer thread has exited; taken by the first `close`.
     writer_exited: Mutex<Option<oneshot::Receiver<()>>>,
     syncer: Mutex<Option<JoinHandle<()>>>,
@@ -129,6 +134,8 @@ impl SegmentLog {
             .map(|every| tokio::spawn(interval_sync_loop(Arc::downgrade(&inner), every)));
         Ok((
             SegmentLog {
+                inline: (inner.spec.fsync != FsyncPolicy::Always)
+                    .then(|| Mutex::new(Stager::new(cache_bytes))),
                 inner,
                 queue,
                 writer_exited: Mutex::new(Some(writer_exited)),
@@ -709,6 +716,24 @@ impl ShardLog for SegmentLog {
         // Validation (CRC-32C) runs here, on the appender's task, not on the writer's
         // critical path.
         let headers = validate_batches(shard, &batches)?;
+        if let Some(stager) = &self.inline {
+            // Without a per-append fdatasync there is nothing for concurrent appends to
+            // share, so the write (into the page cache, microseconds) runs right here
+            // instead of a hand-off to the writer thread and a wake-up back, two context
+            // switches per append. Holding the stager's lock from the write to the
+            // publication keeps concurrent appends in order, as the tail cache needs.
+            let req = Request::detached(batches, headers);
+            let mut stager = lock(stager);
+            return self
+                .inner
+                .commit_group(std::slice::from_ref(&req), &mut stager)
+                .pop()
+                .unwrap_or_else(|| {
+                    Err(JournalError::Closed {
+                        shard: shard.clone(),
+                    })
+                });
+        }
         self.queue.submit(batches, headers).await
     }
 
