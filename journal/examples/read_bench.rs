@@ -4,15 +4,18 @@
 //! - tail: `--appenders` tasks append single-record batches of `--size` bytes (paced to
 //!   `--rate` batches/s in total, 0 = as fast as they can) while `--tailers` tasks each follow
 //!   the shard with `read_wait`, as the broker's MQTT delivery and Kafka Fetch do. Reports
-//!   reads/s, MB/s read, batches per read, and the process CPU per batch read (appends
-//!   included: they cost the same on both sides of a before/after comparison).
+//!   reads/s, MB/s read, batches per read, and the process CPU per append and per batch read
+//!   (appends included: they cost the same on both sides of a before/after comparison;
+//!   `--tailers 0` measures them alone).
 //! - catch-up: appends a backlog of `--backlog-mb` MB, then reads it from offset 0 to the
 //!   end in `--max-bytes` reads; reports MB/s and process CPU per MB.
+//! - recent: reads the newest `--recent-mb` MB one batch per read (a budget of 1 byte), the
+//!   read path alone at a tailer's granularity: reads/s and process CPU per read.
 //!
 //! Run on demand (not in CI):
 //! `cargo run --release -p journal --example read_bench -- [--seconds 5] [--size 256]
 //! [--rate 20000] [--appenders 1] [--tailers 1] [--fsync interval|always|never]
-//! [--backlog-mb 128] [--max-bytes 1048576] [--dir PATH]`
+//! [--backlog-mb 128] [--recent-mb 4] [--max-bytes 1048576] [--dir PATH]`
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -190,11 +193,12 @@ async fn tail_case(dir: &Path, a: &TailArgs) {
     let batches_read = appended * a.tailers as u64;
     let s = elapsed.as_secs_f64();
     println!(
-        "| tail | {} B | {} | {} | {:.0} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {behind} |",
+        "| tail | {} B | {} | {} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {behind} |",
         b.len(),
         a.appenders,
         a.tailers,
         appended as f64 / s,
+        cpu.as_secs_f64() * 1e6 / appended.max(1) as f64,
         reads as f64 / s,
         bytes as f64 / s / 1e6,
         batches_read as f64 / reads.max(1) as f64,
@@ -207,6 +211,7 @@ async fn tail_case(dir: &Path, a: &TailArgs) {
 async fn catch_up_case(
     dir: &Path,
     backlog_mb: usize,
+    recent_mb: usize,
     size: usize,
     max_bytes: usize,
     rounds: usize,
@@ -221,6 +226,35 @@ async fn catch_up_case(
         written += b.len() * per_call;
     }
     let hw = log.stats().high_watermark;
+    // Where the newest `recent_mb` MB start (every batch is one offset of the same size).
+    let recent_from = {
+        let want = (recent_mb << 20) as u64;
+        let per_batch = b.len() as u64;
+        hw.saturating_sub(want / per_batch)
+    };
+    for _ in 0..rounds {
+        let (cpu0, start) = (process_cpu(), Instant::now());
+        let mut reads = 0u64;
+        // Passes over the range until a second has gone by: CPU time comes in 10 ms ticks.
+        while start.elapsed() < Duration::from_secs(1) {
+            let mut next = recent_from;
+            while next < hw {
+                let c = log.read(next, 1).await.expect("read");
+                next = c.next_offset;
+                reads += 1;
+            }
+        }
+        let (s, cpu) = (start.elapsed().as_secs_f64(), process_cpu() - cpu0);
+        println!(
+            "| recent, 1 batch per read | {} B | {} MB | {} | {:.0} reads/s | {:.2} us/read | {:.2} |",
+            b.len(),
+            recent_mb,
+            reads,
+            reads as f64 / s,
+            cpu.as_secs_f64() * 1e6 / reads.max(1) as f64,
+            s * 1e3,
+        );
+    }
     for _ in 0..rounds {
         let (cpu0, start) = (process_cpu(), Instant::now());
         let (mut next, mut bytes, mut reads) = (0u64, 0u64, 0u64);
@@ -232,7 +266,7 @@ async fn catch_up_case(
         }
         let (s, cpu) = (start.elapsed().as_secs_f64(), process_cpu() - cpu0);
         println!(
-            "| catch-up | {} B | {} MB | {} | {:.0} | {:.2} | {:.2} |",
+            "| catch-up | {} B | {} MB | {} | {:.0} MB/s | {:.2} ms/MB | {:.2} |",
             b.len(),
             bytes >> 20,
             reads,
@@ -278,19 +312,20 @@ async fn main() {
         tail.rate
     );
     println!(
-        "| case | batch | appenders | tailers | appends/s | reads/s | MB/s read | batches/read | CPU us/batch read | ctx switches/batch read | tailers behind |"
+        "| case | batch | appenders | tailers | appends/s | CPU us/append | reads/s | MB/s read | batches/read | CPU us/batch read | ctx switches/batch read | tailers behind |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     if tail.secs > 0.0 {
         tail_case(&dir, &tail).await;
     }
     let backlog_mb = num("--backlog-mb", 128);
     if backlog_mb > 0 {
-        println!("| case | batch | read | reads | MB/s | CPU ms/MB | ms |");
+        println!("| case | batch | data | reads | rate | process CPU | ms |");
         println!("|---|---|---|---|---|---|---|");
         catch_up_case(
             &dir,
             backlog_mb,
+            num("--recent-mb", 4),
             num("--size", 256),
             max_bytes,
             num("--rounds", 3),
