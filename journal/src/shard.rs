@@ -124,8 +124,10 @@ pub struct ShardSpec {
     pub tail_cache_bytes: u64,
 }
 
-/// Enough for a few seconds of a busy shard's tail: readers that keep up never read disk.
-pub const DEFAULT_TAIL_CACHE_BYTES: u64 = 8 << 20;
+/// Seconds of a busy shard's tail (4 MiB is 200 ms at 20 MB/s, 4 s at 1 MB/s): readers
+/// that keep up never read the disk. Memory per shard: this plus at most one 256 KiB
+/// buffer the newest batches are carved from.
+pub const DEFAULT_TAIL_CACHE_BYTES: u64 = 4 << 20;
 
 fn default_tail_cache_bytes() -> u64 {
     DEFAULT_TAIL_CACHE_BYTES

@@ -17,9 +17,9 @@ use journal::engine::segment::SegmentLog;
 use journal::engine::{EngineHooks, ShardLog, read_wait};
 use journal::{FsyncPolicy, ShardId, ShardSpec};
 
-fn spec(tail_cache_bytes: u64) -> ShardSpec {
+fn spec(tail_cache_bytes: u64, fsync: FsyncPolicy) -> ShardSpec {
     ShardSpec {
-        fsync: FsyncPolicy::Always,
+        fsync,
         retention_ms: 0,
         retention_bytes: 9000,
         segment_bytes: 4096,
@@ -31,11 +31,15 @@ fn spec(tail_cache_bytes: u64) -> ShardSpec {
 }
 
 async fn open(dir: &Path, tail_cache_bytes: u64) -> SegmentLog {
+    open_with(dir, tail_cache_bytes, FsyncPolicy::Always).await
+}
+
+async fn open_with(dir: &Path, tail_cache_bytes: u64, fsync: FsyncPolicy) -> SegmentLog {
     // One shard id for every log, so that errors (which name the shard) compare equal.
     let (log, _) = SegmentLog::open(
         ShardId::new("tail", 0),
         dir.to_path_buf(),
-        spec(tail_cache_bytes),
+        spec(tail_cache_bytes, fsync),
         EngineHooks::default(),
     )
     .await
@@ -46,19 +50,20 @@ async fn open(dir: &Path, tail_cache_bytes: u64) -> SegmentLog {
 /// The three shards under comparison: the one without a cache reads only from disk.
 struct Trio {
     dirs: [tempfile::TempDir; 3],
+    fsync: FsyncPolicy,
     logs: Vec<SegmentLog>,
 }
 
 const CACHES: [u64; 3] = [0, 1500, 64 << 20];
 
 impl Trio {
-    async fn new() -> Trio {
+    async fn new(fsync: FsyncPolicy) -> Trio {
         let dirs = [0, 1, 2].map(|_| tempfile::tempdir().expect("tempdir"));
         let mut logs = Vec::new();
         for (d, c) in dirs.iter().zip(CACHES) {
-            logs.push(open(d.path(), c).await);
+            logs.push(open_with(d.path(), c, fsync).await);
         }
-        Trio { dirs, logs }
+        Trio { dirs, fsync, logs }
     }
 
     /// Appends the same batches to every shard, which must assign the same offsets.
@@ -81,7 +86,7 @@ impl Trio {
             log.close().await.expect("close");
         }
         for (d, c) in self.dirs.iter().zip(CACHES) {
-            self.logs.push(open(d.path(), c).await);
+            self.logs.push(open_with(d.path(), c, self.fsync).await);
         }
     }
 
@@ -126,9 +131,20 @@ fn mixed_batches(round: u64, n: u64) -> Vec<Vec<Bytes>> {
         .collect()
 }
 
+/// Appends go through the writer thread with fsync=always and are committed on the
+/// caller's task otherwise: both feed the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_and_disk_reads_agree_through_truncation_retention_and_reopen() {
-    let mut t = Trio::new().await;
+    agree_through_everything(FsyncPolicy::Always).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_and_disk_reads_agree_without_per_append_fsync() {
+    agree_through_everything(FsyncPolicy::Never).await;
+}
+
+async fn agree_through_everything(fsync: FsyncPolicy) {
+    let mut t = Trio::new(fsync).await;
     for b in mixed_batches(1, 60) {
         t.append(b).await;
     }

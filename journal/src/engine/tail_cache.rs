@@ -45,6 +45,12 @@ impl Cached {
     fn len(&self) -> usize {
         (self.end - self.start) as usize
     }
+
+    /// What the batch costs the cache's bound: its bytes and its entry, so that a tail of
+    /// tiny batches cannot hold much more memory than the bound says.
+    fn cost(&self) -> usize {
+        self.len() + std::mem::size_of::<Cached>()
+    }
 }
 
 /// What the cache answers to a read.
@@ -62,6 +68,7 @@ pub(crate) enum TailRead {
 pub(crate) struct TailCache {
     cap: usize,
     batches: VecDeque<Cached>,
+    /// Sum of the cached batches' [`Cached::cost`].
     bytes: usize,
     hw: u64,
     log_start: u64,
@@ -158,14 +165,14 @@ impl TailCache {
             self.clear();
         }
         for b in staged.batches.drain(..) {
-            self.bytes += b.len();
+            self.bytes += b.cost();
             self.batches.push_back(b);
         }
         while self.bytes > self.cap {
             let Some(b) = self.batches.pop_front() else {
                 break;
             };
-            self.bytes -= b.len();
+            self.bytes -= b.cost();
         }
     }
 
@@ -173,7 +180,7 @@ impl TailCache {
     pub(crate) fn truncate(&mut self, log_end: u64, hw: u64) {
         while self.batches.back().is_some_and(|b| b.next > log_end) {
             if let Some(b) = self.batches.pop_back() {
-                self.bytes -= b.len();
+                self.bytes -= b.cost();
             }
         }
         self.hw = hw;
@@ -183,7 +190,7 @@ impl TailCache {
     pub(crate) fn trim_front(&mut self, log_start: u64) {
         while self.batches.front().is_some_and(|b| b.base < log_start) {
             if let Some(b) = self.batches.pop_front() {
-                self.bytes -= b.len();
+                self.bytes -= b.cost();
             }
         }
         self.log_start = log_start;
@@ -226,10 +233,10 @@ impl Stager {
             .map(Bytes::len)
             .sum();
         // Skip the oldest batches while the rest would not fit.
-        let mut skip = total;
-        let mut need = 0usize;
+        let (mut skip, mut need, mut cost) = (total, 0usize, 0usize);
         for b in group.iter().rev().flat_map(|r| r.batches.iter().rev()) {
-            if need + b.len() > self.cap {
+            cost += b.len() + std::mem::size_of::<Cached>();
+            if cost > self.cap {
                 break;
             }
             need += b.len();
