@@ -10,23 +10,19 @@ use crate::storage::record::MqttRecord;
 
 /// Stores `record`. Returns the reason code for the publisher (v5 PUBACK/PUBREC).
 ///
-/// A QoS 0 message without RETAIN is only queued for storage: the publisher gets no
-/// acknowledgement to wait for, so its connection goes on reading while the append runs
-/// (the appender keeps each shard's records in the order they were queued).
+/// QoS 0 publishes wait for their append too, although nobody is told the outcome: letting
+/// the connection read on while the append runs was measured slower (fan-in 999 -> 1 at
+/// QoS 0: half the throughput and twice the CPU per message; parked publishers probably let
+/// the appender gather bigger batches with fewer wake-ups).
 pub async fn publish(ctx: &Context, record: MqttRecord) -> ReasonCode {
     Stats::inc(&ctx.stats.messages_in);
     let route = ctx.routes.route(&record.topic);
     let retained = record.retain.then(|| record.clone());
-    if let Some((topic, shard)) = &route {
-        let stored = if record.qos == 0 && retained.is_none() {
-            ctx.appender.submit(topic, *shard, record).await
-        } else {
-            ctx.appender.append(topic, *shard, record).await.map(|_| ())
-        };
-        if let Err(e) = stored {
-            tracing::warn!(error = %e, "publish not stored");
-            return ReasonCode::UNSPECIFIED_ERROR;
-        }
+    if let Some((topic, shard)) = &route
+        && let Err(e) = ctx.appender.append(topic, *shard, record).await
+    {
+        tracing::warn!(error = %e, "publish not stored");
+        return ReasonCode::UNSPECIFIED_ERROR;
     }
     if let Some(r) = &retained
         && let Err(code) = set_retained(ctx, r).await

@@ -3,10 +3,6 @@
 //! `MAX_COALESCE` records), writes one RecordBatch, and answers every publisher with its
 //! record's offset. Under load, throughput is then records per storage round trip, not
 //! one round trip per message; with one publisher it adds no wait.
-//!
-//! [`Appender::submit`] queues without waiting for the store (QoS 0 publishes: nobody is
-//! told the outcome, and the publisher's connection can read its next packet at once).
-//! Records of one shard are stored in the order they were queued either way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +17,7 @@ use crate::error::{BrokerError, Result};
 const MAX_COALESCE: usize = 512;
 const QUEUE: usize = 4096;
 
-type Job = (MqttRecord, Option<oneshot::Sender<Result<u64>>>);
+type Job = (MqttRecord, oneshot::Sender<Result<u64>>);
 
 pub struct Appender {
     storage: Arc<dyn StorageAdapter>,
@@ -43,21 +39,11 @@ impl Appender {
     pub async fn append(&self, topic: &str, shard: u32, record: MqttRecord) -> Result<u64> {
         let tx = self.queue(topic, shard);
         let (done, wait) = oneshot::channel();
-        tx.send((record, Some(done)))
+        tx.send((record, done))
             .await
             .map_err(|_| BrokerError::storage(topic, shard, "appender stopped"))?;
         wait.await
             .map_err(|_| BrokerError::storage(topic, shard, "appender stopped"))?
-    }
-
-    /// Queues `record` for `(topic, shard)` without waiting for it to be stored; waits
-    /// only while the shard's queue is full, so a fast publisher still gets backpressure.
-    /// A failed store is logged by the appender.
-    pub async fn submit(&self, topic: &str, shard: u32, record: MqttRecord) -> Result<()> {
-        self.queue(topic, shard)
-            .send((record, None))
-            .await
-            .map_err(|_| BrokerError::storage(topic, shard, "appender stopped"))
     }
 
     fn queue(&self, topic: &str, shard: u32) -> mpsc::Sender<Job> {
@@ -114,15 +100,13 @@ async fn run(
         match storage.append(&topic, shard, vec![batch]).await {
             Ok(a) => {
                 for (i, done) in replies.drain(..).enumerate() {
-                    if let Some(done) = done {
-                        let _ = done.send(Ok(a.base_offset + i as u64));
-                    }
+                    let _ = done.send(Ok(a.base_offset + i as u64));
                 }
             }
             Err(e) => {
                 tracing::warn!(%topic, shard, error = %e, records = n, "append failed");
                 let reason = e.to_string();
-                for done in replies.drain(..).flatten() {
+                for done in replies.drain(..) {
                     let _ = done.send(Err(BrokerError::storage(&topic, shard, &reason)));
                 }
             }
