@@ -741,6 +741,11 @@ impl ShardLog for SegmentLog {
         let cached = lock(&self.inner.tail).read(offset, max_bytes);
         match cached {
             TailRead::Served(chunk) => return Ok(chunk),
+            TailRead::Gather {
+                parts,
+                total,
+                chunk,
+            } => return Ok(TailRead::gather(parts, total, chunk)),
             TailRead::OutOfRange { log_start, hw } => {
                 return Err(JournalError::OffsetOutOfRange {
                     shard: self.inner.shard.clone(),

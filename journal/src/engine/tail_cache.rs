@@ -16,9 +16,9 @@
 //!   the batch holding the offset is cached and the cache reaches the high watermark.
 //!   Anything else is a [`TailRead::Miss`] and goes to disk.
 //!
-//! Batches are copied once, on the writer thread, into a group buffer carved from a larger
+//! Batches are copied once, on the commit path, into a group buffer carved from a larger
 //! chunk; a read that stays within one group is a slice of it (no copy), a read spanning
-//! several groups copies once.
+//! several groups copies once, after the lock is released.
 
 use std::collections::VecDeque;
 
@@ -58,10 +58,29 @@ impl Cached {
 pub(crate) enum TailRead {
     /// The read's answer, from memory (possibly empty, at the high watermark).
     Served(ReadChunk),
+    /// The answer spans several appended groups: `chunk` once its records are `parts`
+    /// (`total` bytes) concatenated, by [`TailRead::gather`], outside the cache's lock.
+    Gather {
+        parts: Vec<Bytes>,
+        total: usize,
+        chunk: ReadChunk,
+    },
     /// The offset is below the log start or above the high watermark.
     OutOfRange { log_start: u64, hw: u64 },
     /// Not cached: read from disk.
     Miss,
+}
+
+impl TailRead {
+    /// Concatenates the parts of a [`TailRead::Gather`] into its chunk.
+    pub(crate) fn gather(parts: Vec<Bytes>, total: usize, mut chunk: ReadChunk) -> ReadChunk {
+        let mut out = BytesMut::with_capacity(total);
+        for p in &parts {
+            out.extend_from_slice(p);
+        }
+        chunk.records = out.freeze();
+        chunk
+    }
 }
 
 /// A shard's tail cache (see the module docs).
@@ -130,19 +149,42 @@ impl TailCache {
             // high watermark on a batch boundary rules out; let the disk path decide.
             return TailRead::Miss;
         }
-        let served = self.batches.range(first..last);
         let (head, tail) = (&self.batches[first], &self.batches[last - 1]);
-        let records = if head.group.as_ptr() == tail.group.as_ptr() {
+        if head.group.as_ptr() == tail.group.as_ptr() {
             // One group: batches are adjacent in its buffer.
-            head.group.slice(head.start as usize..tail.end as usize)
-        } else {
-            let mut out = BytesMut::with_capacity(total);
-            for b in served {
-                out.extend_from_slice(&b.group[b.start as usize..b.end as usize]);
+            return chunk(
+                head.group.slice(head.start as usize..tail.end as usize),
+                tail.next,
+            );
+        }
+        // Several groups: take one slice per group here and copy them after the lock is
+        // released (a copy of up to `max_bytes` under it would hold up the writer).
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut run: Option<(&Cached, &Cached)> = None;
+        for b in self.batches.range(first..last) {
+            match &mut run {
+                Some((start, end)) if start.group.as_ptr() == b.group.as_ptr() => *end = b,
+                _ => {
+                    if let Some((start, end)) = run {
+                        parts.push(start.group.slice(start.start as usize..end.end as usize));
+                    }
+                    run = Some((b, b));
+                }
             }
-            out.freeze()
-        };
-        chunk(records, tail.next)
+        }
+        if let Some((start, end)) = run {
+            parts.push(start.group.slice(start.start as usize..end.end as usize));
+        }
+        TailRead::Gather {
+            parts,
+            total,
+            chunk: ReadChunk {
+                records: Bytes::new(),
+                next_offset: tail.next,
+                high_watermark: hw,
+                log_start: self.log_start,
+            },
+        }
     }
 
     /// Makes staged batches (a group that is now committed) readable, with the engine's
@@ -202,7 +244,7 @@ impl TailCache {
     }
 }
 
-/// The writer thread's side of the cache: copies a group's batches (with their assigned
+/// The commit path's side of the cache: copies a group's batches (with their assigned
 /// base offsets) while the group is synced, outside every lock, for
 /// [`TailCache::publish`].
 pub(crate) struct Stager {
