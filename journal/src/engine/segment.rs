@@ -561,6 +561,11 @@ impl Inner {
                 }
             }
         }
+        if out.capacity() > 2 * out.len() + 4096 {
+            // The read stopped well short of what was read (at the high watermark, with a
+            // large group still being synced): do not hand the reader a mostly empty buffer.
+            out.shrink_to_fit();
+        }
         Ok(ReadChunk {
             records: Bytes::from(out),
             next_offset: next,
