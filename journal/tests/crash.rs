@@ -119,6 +119,7 @@ async fn acknowledged_appends_survive_sigkill_and_torn_tails_are_never_served() 
             max_bytes: 256 * 1024,
             max_wait_ms: 0,
             stop_at_tail: true,
+            single_response: false,
         })
         .await
         .expect("read")

@@ -103,6 +103,7 @@ async fn append_read_and_fencing_over_grpc() {
             max_bytes: 0,
             max_wait_ms: 300,
             stop_at_tail: false,
+            single_response: false,
         })
         .await
         .expect("read")
@@ -152,6 +153,7 @@ async fn append_read_and_fencing_over_grpc() {
             max_bytes: 1,
             max_wait_ms: 0,
             stop_at_tail: true,
+            single_response: false,
         })
         .await
         .expect("read")
@@ -161,6 +163,37 @@ async fn append_read_and_fencing_over_grpc() {
         batches.extend(split_batches(&m.records));
     }
     assert_eq!(batches, vec![at_offset(&b0, 0), at_offset(&b1, 3)]);
+
+    // single_response ends the stream after one response, although more is there to read.
+    let mut s = c
+        .read(pb::ReadRequest {
+            shard: shard_ref("orders", 0),
+            offset: 1,
+            max_bytes: 1,
+            max_wait_ms: 0,
+            stop_at_tail: false,
+            single_response: true,
+        })
+        .await
+        .expect("read")
+        .into_inner();
+    let mut responses = Vec::new();
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(m) = s.message().await.expect("msg") {
+            responses.push(m);
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the stream did not end after its response");
+    assert_eq!(
+        responses.len(),
+        1,
+        "one response, then the end of the stream"
+    );
+    assert_eq!(
+        split_batches(&responses[0].records),
+        vec![at_offset(&b0, 0)]
+    );
 
     // Reads outside the log carry the log start in metadata.
     let err = c

@@ -2,8 +2,10 @@
 //! through meta (`ListShards` for leader and epoch, `ListNodes` for its address) and
 //! cached until a call fails, when the cache entry is dropped and the next call asks again.
 //!
-//! Reads open one `Read` stream per call and take its first response. That is one stream
-//! per poll; keeping a stream open per tailed shard is the obvious next step.
+//! Reads open one `Read` stream per call and ask for a single response (`single_response`),
+//! so that the journal reads no further ahead than the one chunk a Fetch or a tailer takes.
+//! That is one stream per poll; keeping a stream open per tailed shard is a possible next
+//! step.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -174,6 +176,8 @@ impl StorageAdapter for GrpcStorage {
             max_bytes: max_bytes.min(u32::MAX as usize) as u32,
             max_wait_ms: max_wait.as_millis().clamp(1, u32::MAX as u128) as u32,
             stop_at_tail: true,
+            // Only the first response is taken: the server must not read further ahead.
+            single_response: true,
         };
         let result = async {
             let mut stream = JournalServiceClient::new(leader.channel)

@@ -213,6 +213,7 @@ impl pb::journal_service_server::JournalService for JournalGrpc {
         let metrics = self.metrics.clone();
         let cancel = self.cancel.clone();
         let stop_at_tail = req.stop_at_tail;
+        let single_response = req.single_response;
         tokio::spawn(async move {
             let mut offset = req.offset as u64;
             // At the tail, a reader that keeps streaming gets a long poll, not an
@@ -261,7 +262,7 @@ impl pb::journal_service_server::JournalService for JournalGrpc {
                 if tx.send(Ok(resp)).await.is_err() {
                     break;
                 }
-                if stop_at_tail && at_tail {
+                if single_response || (stop_at_tail && at_tail) {
                     break;
                 }
             }
