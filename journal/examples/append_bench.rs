@@ -18,44 +18,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use journal::engine::segment::SegmentLog;
 use journal::engine::{EngineHooks, ShardLog};
 use journal::{FsyncPolicy, ShardId, ShardSpec};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+
+mod common;
+use common::process_cpu;
 
 /// One valid batch of exactly `size` bytes (a single record).
 fn batch(size: usize) -> Bytes {
-    let encode = |value_len: usize| {
-        let rec = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(vec![0x5au8; value_len])),
-            headers: Default::default(),
-        };
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            [&rec],
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .expect("encode");
-        buf.freeze()
-    };
+    let encode = common::one_record_batch;
     // The record's varint lengths grow with the value; converge on the exact size.
     let mut value_len = size - 80;
     for _ in 0..8 {
@@ -97,19 +70,6 @@ struct Acc {
     lat: Vec<Duration>,
     /// CPU time of the whole process (user + system) during this side's rounds.
     cpu: Duration,
-}
-
-/// User + system CPU time of this process so far, from /proc (USER_HZ is 100 on Linux).
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
 }
 
 /// One round of write + fdatasync of `conc` batches at a time, appending to `f` at `pos`.
