@@ -24,7 +24,7 @@ use journal::engine::{EngineHooks, ShardLog};
 use journal::{FsyncPolicy, ShardId, ShardSpec};
 
 mod common;
-use common::process_cpu;
+use common::{flag, flag_or, process_cpu};
 
 /// One valid batch of exactly `size` bytes (a single record).
 fn batch(size: usize) -> Bytes {
@@ -205,18 +205,12 @@ async fn case(dir: &Path, b: &Bytes, conc: usize, secs: f64, rounds: usize) -> (
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(6.0);
-    let rounds: usize = arg("--rounds").and_then(|s| s.parse().ok()).unwrap_or(3);
-    let dir = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/journal-bench".into()));
+    let secs: f64 = flag_or("--seconds", 6.0);
+    let rounds: usize = flag_or("--rounds", 3);
+    let dir = PathBuf::from(flag("--dir").unwrap_or_else(|| "target/journal-bench".into()));
     // Subsets of the cases, for profiling one of them.
     let list = |name: &str, default: &[usize]| -> Vec<usize> {
-        arg(name).map_or_else(
+        flag(name).map_or_else(
             || default.to_vec(),
             |v| {
                 v.split(',')

@@ -28,7 +28,7 @@ use journal::engine::{EngineHooks, ShardLog, read_wait};
 use journal::{FsyncPolicy, ShardId, ShardSpec};
 
 mod common;
-use common::process_cpu;
+use common::{flag, flag_or, process_cpu};
 
 /// One valid batch of about `size` bytes (a single record).
 fn batch(size: usize) -> Bytes {
@@ -243,16 +243,10 @@ async fn catch_up_case(
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let num = |name: &str, d: usize| arg(name).and_then(|s| s.parse().ok()).unwrap_or(d);
-    let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(5.0);
-    let dir = PathBuf::from(arg("--dir").unwrap_or_else(|| "target/journal-read-bench".into()));
-    let fsync = match arg("--fsync").as_deref().unwrap_or("interval") {
+    let num = |name: &str, d: usize| flag_or(name, d);
+    let secs: f64 = flag_or("--seconds", 5.0);
+    let dir = PathBuf::from(flag("--dir").unwrap_or_else(|| "target/journal-read-bench".into()));
+    let fsync = match flag("--fsync").as_deref().unwrap_or("interval") {
         "always" => FsyncPolicy::Always,
         "never" => FsyncPolicy::Never,
         _ => FsyncPolicy::Interval { ms: 100 },

@@ -10,6 +10,24 @@ use common::{Node, at_offset, http_get, kafka_batch, shard_ref, split_batches};
 use robustmq_proto::journal as pb;
 use tonic::Code;
 
+/// A read of shard `orders/0`.
+fn read_request(
+    offset: i64,
+    max_bytes: u32,
+    max_wait_ms: u32,
+    stop_at_tail: bool,
+    single_response: bool,
+) -> pb::ReadRequest {
+    pb::ReadRequest {
+        shard: shard_ref("orders", 0),
+        offset,
+        max_bytes,
+        max_wait_ms,
+        stop_at_tail,
+        single_response,
+    }
+}
+
 fn meta(s: &tonic::Status, key: &str) -> String {
     s.metadata()
         .get(key)
@@ -97,14 +115,7 @@ async fn append_read_and_fencing_over_grpc() {
 
     // The read stream serves what is there, then long-polls and streams new appends.
     let mut stream = c
-        .read(pb::ReadRequest {
-            shard: shard_ref("orders", 0),
-            offset: 0,
-            max_bytes: 0,
-            max_wait_ms: 300,
-            stop_at_tail: false,
-            single_response: false,
-        })
+        .read(read_request(0, 0, 300, false, false))
         .await
         .expect("read")
         .into_inner();
@@ -147,14 +158,7 @@ async fn append_read_and_fencing_over_grpc() {
 
     // stop_at_tail ends the stream.
     let mut s = c
-        .read(pb::ReadRequest {
-            shard: shard_ref("orders", 0),
-            offset: 1,
-            max_bytes: 1,
-            max_wait_ms: 0,
-            stop_at_tail: true,
-            single_response: false,
-        })
+        .read(read_request(1, 1, 0, true, false))
         .await
         .expect("read")
         .into_inner();
@@ -166,14 +170,7 @@ async fn append_read_and_fencing_over_grpc() {
 
     // single_response ends the stream after one response, although more is there to read.
     let mut s = c
-        .read(pb::ReadRequest {
-            shard: shard_ref("orders", 0),
-            offset: 1,
-            max_bytes: 1,
-            max_wait_ms: 0,
-            stop_at_tail: false,
-            single_response: true,
-        })
+        .read(read_request(1, 1, 0, false, true))
         .await
         .expect("read")
         .into_inner();

@@ -478,6 +478,15 @@ mod tests {
     use crate::storage::local::memory_for_tests;
     use mqtt_codec::{RetainHandling, SubscriptionOptions};
 
+    fn qos1_options() -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        }
+    }
+
     fn record(qos: u8) -> Arc<MqttRecord> {
         Arc::new(MqttRecord {
             topic: "a/b".into(),
@@ -491,12 +500,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = Dispatcher::new(Arc::new(memory_for_tests(dir.path())));
         let key: ShardKey = ("t".into(), 0);
-        let opts = SubscriptionOptions {
-            qos: QoS::AtLeastOnce,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: RetainHandling::SendAtSubscribe,
-        };
+        let opts = qos1_options();
         let (tx, mut rx) = mpsc::channel(1);
         d.attach(7, "c", tx, vec![Sub::new("a/#", &opts, None).unwrap()]);
 
@@ -525,12 +529,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = Dispatcher::new(Arc::new(memory_for_tests(dir.path())));
         let key: ShardKey = ("t".into(), 0);
-        let opts = SubscriptionOptions {
-            qos: QoS::AtLeastOnce,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: RetainHandling::SendAtSubscribe,
-        };
+        let opts = qos1_options();
         let sub = |f: &str| Sub::new(f, &opts, None).unwrap();
         let mut rxs = Vec::new();
         for (conn, subs) in [

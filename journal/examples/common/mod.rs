@@ -1,4 +1,6 @@
-//! Pieces shared by the journal's benchmarks (`append_bench`, `read_bench`).
+//! Pieces shared by the journal's benchmarks (`append_bench`, `read_bench`). (The
+//! integration tests' batch builder cannot be shared: its module also starts test binaries
+//! through `CARGO_BIN_EXE_*`, which only integration tests get.)
 
 use std::time::Duration;
 
@@ -35,6 +37,17 @@ pub fn one_record_batch(value_len: usize) -> Bytes {
     )
     .expect("encode");
     buf.freeze()
+}
+
+/// The value following `name` on the command line (`--name value`), if given.
+pub fn flag(name: &str) -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != name);
+    args.next().and(args.next())
+}
+
+/// `flag(name)` parsed, or `default` when absent or unparsable.
+pub fn flag_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    flag(name).and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 /// User + system CPU time of this process so far, from /proc (USER_HZ is 100 on Linux).
