@@ -149,3 +149,133 @@ async fn fsync_policies_sync_when_they_say() {
         );
     }
 }
+
+/// Sizes of the shard's segment files, by base offset.
+fn log_file_lengths(dir: &std::path::Path) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let base = e.file_name().to_str()?.strip_suffix(".log")?.parse().ok()?;
+            Some((base, e.metadata().ok()?.len()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn read_all(log: &SegmentLog) -> Vec<bytes::Bytes> {
+    let mut got = Vec::new();
+    let mut next = 0;
+    while next < log.stats().high_watermark {
+        let c = log.read(next, 64 << 10).await.expect("read");
+        got.extend(split_batches(&c.records));
+        next = c.next_offset;
+    }
+    got
+}
+
+/// With fsync=always, zeros are written ahead of the active segment's end (so that a small
+/// group's fdatasync has no size or extent change to write), but the files never show it to
+/// recovery or readers: sealed segments and a closed log end at their data, and a zero tail
+/// left by a crash is cut at recovery without being reported as damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeros_written_ahead_never_show_in_the_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = || spec(|s| s.segment_bytes = 96 << 10);
+    let log = open(dir.path(), small(), EngineHooks::default()).await;
+    let mut expected = Vec::new();
+    let mut append = async |log: &SegmentLog, i: u64| {
+        let b = kafka_batch(1, 900, 1000 + i as i64, i);
+        let off = log
+            .append(vec![b.clone()])
+            .await
+            .expect("append")
+            .base_offset;
+        expected.push(at_offset(&b, off));
+    };
+    for i in 0..150 {
+        append(&log, i).await;
+    }
+    assert!(log.stats().segments > 1, "expected the log to roll");
+    // The helper runs on its own thread: wait (bounded) for zeros past the data.
+    let data = log.stats().size_bytes;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log_file_lengths(dir.path())
+        .iter()
+        .map(|x| x.1)
+        .sum::<u64>()
+        <= data
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was zero-filled ahead: {:?}",
+            log_file_lengths(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    log.close().await.expect("close");
+    assert_eq!(
+        log_file_lengths(dir.path())
+            .iter()
+            .map(|x| x.1)
+            .sum::<u64>(),
+        data,
+        "a closed log's files are longer than its data"
+    );
+    drop(log);
+
+    // A crash leaves the zeros: recovery cuts them silently and appends go on from the end.
+    let (&(active, len), _) = log_file_lengths(dir.path()).split_last().expect("segments");
+    let path = dir.path().join(format!("{active:020}.log"));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    f.set_len(len + 300_000).expect("extend with zeros");
+    drop(f);
+    let (log, report) = SegmentLog::open(
+        ShardId::new("s", 0),
+        dir.path().to_path_buf(),
+        small(),
+        EngineHooks::default(),
+    )
+    .await
+    .expect("reopen");
+    assert!(
+        report.truncated.is_none(),
+        "a zero tail reported as damage: {:?}",
+        report.truncated
+    );
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), len);
+    for i in 150..200 {
+        append(&log, i).await;
+    }
+    assert_eq!(read_all(&log).await, expected);
+    let end = log.stats().log_end;
+    log.close().await.expect("close");
+    drop(log);
+
+    // Zeros followed by anything else are damage, and are reported.
+    let (&(active, len), _) = log_file_lengths(dir.path()).split_last().expect("segments");
+    let path = dir.path().join(format!("{active:020}.log"));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[1], len + 5000).expect("write");
+    drop(f);
+    let (log, report) = SegmentLog::open(
+        ShardId::new("s", 0),
+        dir.path().to_path_buf(),
+        small(),
+        EngineHooks::default(),
+    )
+    .await
+    .expect("reopen");
+    let (cut, _) = report.truncated.expect("damage not reported");
+    assert_eq!(cut, 5001);
+    assert_eq!(log.stats().log_end, end);
+    assert_eq!(read_all(&log).await, expected);
+}

@@ -315,8 +315,24 @@ impl Inner {
         let hw = end.min(st.log_end).max(st.hw);
         st.hw = hw;
         lock(&self.tail).publish(stager, hw, st.log_end);
+        let zero = st
+            .segments
+            .values()
+            .next_back()
+            .filter(|_| self.spec.fsync == FsyncPolicy::Always)
+            .map(|s| (s.zero.clone(), s.file.clone(), s.size));
         drop(st);
         self.hw_tx.send_replace(hw);
+        if let Some((zero, file, size)) = zero {
+            // Keep zeros written ahead of the end, so that the next groups' fdatasyncs
+            // have no size or extent change to write (see `log::zero_ahead`).
+            let bytes = group
+                .iter()
+                .flat_map(|r| &r.batches)
+                .map(|b| b.len() as u64)
+                .sum();
+            zero.after_group(&file, size, bytes, self.spec.segment_bytes);
+        }
         outcomes.into_iter().map(Ok).collect()
     }
 
@@ -838,26 +854,30 @@ impl ShardLog for SegmentLog {
             s.abort();
         }
         let inner = self.inner.clone();
-        let policy = inner.spec.fsync;
-        let file = {
-            let mut st = lock(&inner.state);
+        let sync = inner.spec.fsync != FsyncPolicy::Never;
+        let i2 = inner.clone();
+        // A closed log's active segment ends at its data: the zero-filled tail is cut
+        // (after the zero-fill helper stops), then the file is synced.
+        tokio::task::spawn_blocking(move || {
+            let mut st = lock(&i2.state);
             st.closed = true;
-            st.segments.values().next_back().map(|s| s.file.clone())
-        };
-        if policy != FsyncPolicy::Never
-            && let Some(f) = file
-        {
-            tokio::task::spawn_blocking(move || f.sync_data())
-                .await
-                .map_err(|e| {
-                    JournalError::io(
-                        &inner.shard,
-                        "joining the final sync",
-                        std::io::Error::other(e),
-                    )
-                })?
-                .map_err(|e| JournalError::io(&inner.shard, "final fdatasync", e))?;
-        }
+            let Some(active) = st.segments.values().next_back() else {
+                return Ok(());
+            };
+            active.cut_to_data()?;
+            let file = active.file.clone();
+            drop(st);
+            if sync { file.sync_data() } else { Ok(()) }
+        })
+        .await
+        .map_err(|e| {
+            JournalError::io(
+                &inner.shard,
+                "joining the final sync",
+                std::io::Error::other(e),
+            )
+        })?
+        .map_err(|e| JournalError::io(&inner.shard, "final fdatasync", e))?;
         Ok(())
     }
 }

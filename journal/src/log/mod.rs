@@ -1,4 +1,5 @@
-//! The on-disk log of one shard: segment files, their sparse indexes, and start-up recovery.
+//! The on-disk log of one shard: segment files, their sparse indexes, start-up recovery, and
+//! the zero-fill ahead of the active segment's end.
 //!
 //! ```text
 //! {data_dir}/{topic%enc}@{index:06}/
@@ -7,12 +8,14 @@
 //!     00000000000000000000.index   sparse offset index (sealed segments only)
 //!     00000000000000000000.timeindex
 //!     00000000000000004711.log     the active segment (its indexes live in memory and are
-//!                                  rebuilt by recovery at start-up)
+//!                                  rebuilt by recovery at start-up; with fsync=always it
+//!                                  may end in zeros written ahead, see `zero_ahead`)
 //! ```
 
 pub mod index;
 pub mod recovery;
 pub mod segment;
+pub mod zero_ahead;
 
 use std::path::{Path, PathBuf};
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::index::SegmentIndex;
 use super::recovery;
 use super::segment_path;
+use super::zero_ahead::{self, ZeroAhead};
 use crate::batch::{self, BatchHeader};
 
 /// A segment file and its in-memory indexes.
@@ -27,6 +28,9 @@ pub struct Segment {
     /// When this process opened or created the segment; drives rolling by age. (After a
     /// restart the age counts from the restart: the file's own mtime moves with every write.)
     pub opened_at: Instant,
+    /// Zeros kept ahead of `size` while the segment is active (the file may be longer
+    /// than its data; see `zero_ahead`).
+    pub zero: ZeroAhead,
 }
 
 /// Where a lookup landed: the batch at `pos` holds the offset asked for (its base may be
@@ -54,11 +58,13 @@ impl Segment {
             path,
             index: SegmentIndex::default(),
             opened_at: Instant::now(),
+            zero: ZeroAhead::new(0),
         })
     }
 
     /// Opens the active (last) segment: scans every batch with CRCs and cuts the file at
-    /// the end of the valid prefix. Returns the segment and, if bytes were cut, why.
+    /// the end of the valid prefix. Returns the segment and, if bytes other than a
+    /// zero-filled tail (see `zero_ahead`) were cut, how many and why.
     pub fn open_active(
         dir: &Path,
         base: u64,
@@ -70,12 +76,15 @@ impl Segment {
         let scan = recovery::scan(&file, len, base, true, index_interval)?;
         let mut cut = None;
         if scan.valid_len < len {
+            let zeros = zero_ahead::is_zero_tail(&file, scan.valid_len, len)?;
             file.set_len(scan.valid_len)?;
             file.sync_all()?;
-            cut = Some((
-                len - scan.valid_len,
-                scan.stopped.unwrap_or_else(|| "trailing bytes".into()),
-            ));
+            if !zeros {
+                cut = Some((
+                    len - scan.valid_len,
+                    scan.stopped.unwrap_or_else(|| "trailing bytes".into()),
+                ));
+            }
         }
         // The active segment's index files (from an earlier life as a sealed segment, or a
         // crash mid-roll) are stale: its index lives in memory until it is sealed.
@@ -90,6 +99,7 @@ impl Segment {
                 path,
                 index: scan.index,
                 opened_at: Instant::now(),
+                zero: ZeroAhead::new(scan.valid_len),
             },
             cut,
         ))
@@ -128,6 +138,7 @@ impl Segment {
             path,
             index,
             opened_at: Instant::now(),
+            zero: ZeroAhead::new(len),
         })
     }
 
@@ -148,6 +159,8 @@ impl Segment {
             iov.push(IoSlice::new(off));
             iov.push(IoSlice::new(&b[8..]));
         }
+        let bytes: u64 = batches.iter().map(|(b, _, _)| b.len() as u64).sum();
+        self.zero.claim(self.size + bytes);
         // The active segment is written only by its shard's writer, under the state
         // lock; readers use positional reads, so moving the file cursor is safe.
         let mut f: &File = &self.file;
@@ -177,9 +190,21 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes the index files and fsyncs (unless `sync` is off) the log, before the segment
-    /// stops being the active one.
+    /// Cuts the file back to its data (a zero-filled tail goes) after stopping the
+    /// zero-fill helper. Does not sync.
+    pub fn cut_to_data(&self) -> std::io::Result<()> {
+        self.zero.stop();
+        if self.file.metadata()?.len() != self.size {
+            self.file.set_len(self.size)?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the file to its data, fsyncs it (unless `sync` is off) and writes the index
+    /// files, before the segment stops being the active one. The cut is durable before the
+    /// next segment exists, so a sealed segment never has a zero-filled tail.
     pub fn seal(&mut self, dir: &Path, sync: bool) -> std::io::Result<()> {
+        self.cut_to_data()?;
         if sync {
             self.file.sync_data()?;
         }
@@ -230,6 +255,7 @@ impl Segment {
         index_interval: u64,
         dir: &Path,
     ) -> std::io::Result<()> {
+        self.zero.reset(pos);
         self.file.set_len(pos)?;
         self.file.sync_all()?;
         let scan = recovery::scan(&self.file, pos, self.base, false, index_interval)?;
@@ -247,5 +273,13 @@ impl Segment {
         let _ = fs::remove_file(segment_path(dir, self.base, "index"));
         let _ = fs::remove_file(segment_path(dir, self.base, "timeindex"));
         Ok(())
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // A zero-fill helper must not outlive the segment (a reopened log could be
+        // appending where it writes).
+        self.zero.stop();
     }
 }
