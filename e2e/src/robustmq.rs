@@ -149,9 +149,24 @@ pub struct Split {
     pub brokers: Vec<Broker>,
     /// Meta gRPC address.
     pub meta_addr: String,
+    /// The journal's admin HTTP address (`/metrics`).
+    pub journal_admin: String,
 }
 
 impl Split {
+    /// A counter or gauge from the journal's `/metrics` (0 when absent).
+    pub fn journal_metric(&self, name: &str) -> Result<f64> {
+        let (code, body) = http_get(&self.journal_admin, "/metrics")?;
+        if code != 200 {
+            bail!("journal /metrics answered {code}");
+        }
+        Ok(body
+            .lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .next()
+            .unwrap_or(0.0))
+    }
+
     /// Starts meta and journal, creates the default storage policy (segment engine,
     /// interval fsync) and the default topic binding `#` (2 shards), then `brokers`
     /// brokers, and checks they all registered.
@@ -218,6 +233,7 @@ impl Split {
             journal,
             brokers: Vec::new(),
             meta_addr,
+            journal_admin,
         };
         for id in 1..=brokers {
             split.add_broker(dir, id).await?;

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub append_bytes: Counter,
     pub append_batches: Counter,
     pub read_bytes: Counter,
+    pub read_requests: Counter,
     pub append_seconds: Histogram,
     pub read_seconds: Histogram,
     pub fsync_seconds: Histogram,
@@ -44,6 +45,7 @@ impl Metrics {
             append_bytes: Counter::default(),
             append_batches: Counter::default(),
             read_bytes: Counter::default(),
+            read_requests: Counter::default(),
             append_seconds: Histogram::new(buckets()),
             read_seconds: Histogram::new(buckets()),
             fsync_seconds: Histogram::new(buckets()),
@@ -66,6 +68,11 @@ impl Metrics {
             "read_bytes",
             "Bytes of batches served to readers",
             m.read_bytes.clone(),
+        );
+        registry.register(
+            "read_requests",
+            "Read RPCs accepted (a long poll counts once)",
+            m.read_requests.clone(),
         );
         registry.register(
             "append_latency_seconds",

@@ -3,9 +3,9 @@
 //! cached until a call fails, when the cache entry is dropped and the next call asks again.
 //!
 //! Reads open one `Read` stream per call and ask for a single response (`single_response`),
-//! so that the journal reads no further ahead than the one chunk a Fetch or a tailer takes.
-//! That is one stream per poll; keeping a stream open per tailed shard is a possible next
-//! step.
+//! so that the journal reads no further ahead than the one chunk a Fetch or a tailer takes;
+//! at the tail that response long-polls for the call's `max_wait`. Journal channels use
+//! large HTTP/2 frames and windows, since they carry record batches of up to MiBs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +21,12 @@ use tonic::transport::{Channel, Endpoint};
 use super::{Appended, Offsets, ReadResult, StorageAdapter};
 use crate::error::{BrokerError, Result};
 use crate::meta::MetaClient;
+
+/// HTTP/2 settings for journal channels: large frames and windows, because reads and
+/// appends carry whole record batches (up to MiBs), not small RPC messages.
+const H2_MAX_FRAME: u32 = 1 << 20;
+const H2_STREAM_WINDOW: u32 = 8 << 20;
+const H2_CONNECTION_WINDOW: u32 = 32 << 20;
 
 #[derive(Clone)]
 struct Leader {
@@ -56,6 +62,11 @@ impl GrpcStorage {
         let c = Endpoint::from_shared(uri)
             .map_err(|e| BrokerError::Config(format!("journal address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(3))
+            // A Fetch moves up to a MiB per partition through this channel: with h2's
+            // defaults (16 KiB frames) that is ~64 frames and writes each way per MiB.
+            .max_frame_size(H2_MAX_FRAME)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
             .connect_lazy();
         map.insert(addr.to_string(), c.clone());
         Ok(c)
@@ -175,7 +186,11 @@ impl StorageAdapter for GrpcStorage {
             offset: offset as i64,
             max_bytes: max_bytes.min(u32::MAX as usize) as u32,
             max_wait_ms: max_wait.as_millis().clamp(1, u32::MAX as u128) as u32,
-            stop_at_tail: true,
+            // A poll: one response, which long-polls at the tail for `max_wait`. Only a
+            // zero wait asks to stop at the tail at once; stopping there on every poll
+            // turned each long poll into a busy loop (tailers and Fetch waits re-asking
+            // in a tight loop while nothing arrived).
+            stop_at_tail: max_wait.is_zero(),
             // Only the first response is taken: the server must not read further ahead.
             single_response: true,
         };

@@ -188,6 +188,7 @@ impl pb::journal_service_server::JournalService for JournalGrpc {
         request: Request<pb::ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
         let req = request.into_inner();
+        self.metrics.read_requests.inc();
         let h = self.shard("read", req.shard)?;
         if req.offset < 0 {
             return Err(Status::invalid_argument(format!(
