@@ -152,7 +152,9 @@ pub async fn start(
         acl,
         meta: meta.clone(),
         routes,
-        appender: Appender::new(storage.clone(), cancel.clone()),
+        // The dispatcher delivers what the appender stored without reading it back.
+        appender: Appender::new(storage.clone(), cancel.clone())
+            .with_observer(Arc::new(dispatcher.clone())),
         storage,
         dispatcher,
         registry: Registry::default(),

@@ -9,7 +9,8 @@
 #   e2e/bench/instructions-per-message.sh [robustmq|mosquitto] [QOS] [N] [WARMUP]
 #
 # Needs valgrind, mosquitto and mosquitto-clients (Debian) and a release `robustmq`
-# (ROBUSTMQ_BIN_DIR, default target/release). Binds 127.0.0.1 only; every process it starts
+# (ROBUSTMQ_BIN_DIR, default target/release). With CALLGRIND_OUT=FILE the callgrind output is
+# kept there (`callgrind_annotate --inclusive=yes FILE` shows where the instructions go). Binds 127.0.0.1 only; every process it starts
 # is stopped by its pid.
 set -euo pipefail
 peer=${1:-robustmq}
@@ -76,4 +77,5 @@ kill -TERM "$broker"
 wait "$broker" 2>/dev/null || true
 broker=""
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",","",$1); print $1; done=1}')
+if [ -n "${CALLGRIND_OUT:-}" ]; then cp "$out" "$CALLGRIND_OUT"; fi
 echo "$peer qos=$qos: $total instructions for $n messages after $warmup warm-up: $(( total / n )) per message"

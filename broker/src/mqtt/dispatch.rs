@@ -12,21 +12,33 @@
 //! shard is queued for it until the session re-reads `[X, position)` from storage (on its
 //! next one-second tick), and its saved progress never passes X meanwhile.
 //!
+//! Records this broker appended itself are handed over by the appender (see
+//! [`AppendObserver`]) with the offsets they landed at, and dispatched at once when they
+//! start exactly at the tailer's position: the tailer then neither reads nor decodes them.
+//! Anything else (other brokers' or Kafka producers' records, or a hand-off that found the
+//! position elsewhere) is read by the tailer as before. Both dispatch under the table lock
+//! and only records at or after the position, so each record is dispatched once, in
+//! offset order. In process, the tailer waits on the shard's high watermark instead of a
+//! long-poll read, and while one of our appends is under way it first waits for its
+//! hand-off (once per position, so foreign records are never held up for longer).
+//!
 //! Shared subscriptions (`$share/g/f`) pick one member per record among this broker's
 //! members of the group (by offset, so consecutive records rotate). Balancing a group
 //! across brokers (splitting shards like a consumer group) is not done yet.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mqtt_codec::{QoS, topic};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::state::{ShardKey, Sub};
 use crate::meta::TopicRoutes;
 use crate::storage::StorageAdapter;
+use crate::storage::appender::{AppendObserver, ShardObserver};
 use crate::storage::record::{MqttRecord, decode_batches};
 
 const READ_BYTES: usize = 1 << 20;
@@ -111,6 +123,49 @@ pub struct Dispatcher {
     table: Mutex<Table>,
     storage: Arc<dyn StorageAdapter>,
     dropped: std::sync::atomic::AtomicU64,
+    /// Per shard, this broker's appends under way (shared by its appender and tailer).
+    local: Mutex<HashMap<ShardKey, Arc<LocalAppends>>>,
+}
+
+/// This broker's appends to one shard that have not ended yet: the tailer leaves their
+/// records to the appender's hand-off rather than reading them back.
+#[derive(Default)]
+struct LocalAppends {
+    under_way: AtomicUsize,
+    ended: Notify,
+}
+
+/// The appender's view of one shard: hands landed records to the dispatcher.
+struct ShardHandOff {
+    dispatcher: Arc<Dispatcher>,
+    key: ShardKey,
+    local: Arc<LocalAppends>,
+}
+
+impl ShardObserver for ShardHandOff {
+    fn begin(&self) {
+        self.local.under_way.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn appended(&self, base_offset: u64, records: &mut Vec<MqttRecord>) {
+        self.dispatcher.hand_off(&self.key, base_offset, records);
+    }
+
+    fn end(&self) {
+        self.local.under_way.fetch_sub(1, Ordering::SeqCst);
+        self.local.ended.notify_waiters();
+    }
+}
+
+impl AppendObserver for Arc<Dispatcher> {
+    fn shard(&self, topic: &str, shard: u32) -> Arc<dyn ShardObserver> {
+        let key: ShardKey = (topic.into(), shard);
+        Arc::new(ShardHandOff {
+            dispatcher: self.clone(),
+            local: self.local_appends(&key),
+            key,
+        })
+    }
 }
 
 /// The strongest match of `subs` (non-shared) for `record`, as a delivery.
@@ -154,7 +209,13 @@ impl Dispatcher {
             table: Mutex::new(Table::default()),
             storage,
             dropped: Default::default(),
+            local: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn local_appends(&self, key: &ShardKey) -> Arc<LocalAppends> {
+        let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(key.clone()).or_default().clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -231,60 +292,107 @@ impl Dispatcher {
         positions
     }
 
-    /// Hands one chunk of records to matching sessions and advances the position.
-    fn dispatch(&self, key: &ShardKey, records: Vec<(u64, Arc<MqttRecord>)>, next: u64) {
+    /// Hands one chunk of records read from `read_from` to matching sessions and advances
+    /// the position to `next`; returns the position to read from next. Records below the
+    /// position (a hand-off got there first) are left out.
+    fn dispatch(
+        &self,
+        key: &ShardKey,
+        read_from: u64,
+        mut records: Vec<(u64, Arc<MqttRecord>)>,
+        next: u64,
+    ) -> u64 {
         let mut t = self.lock();
+        let pos = t.positions.get(key).copied().unwrap_or(read_from);
+        // `next` below `read_from` is storage resetting a reader past its end (after a
+        // truncation): follow it. Otherwise only a hand-off moves the position ahead.
+        if pos > read_from && next >= read_from {
+            if next <= pos {
+                return pos;
+            }
+            records.retain(|(o, _)| *o >= pos);
+        }
         let mut candidates = Vec::new();
         for (offset, record) in &records {
-            t.candidates(&record.topic, &mut candidates);
-            let mut shared: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
-            for conn in &candidates {
-                let Some(e) = t.sessions.get_mut(conn) else {
-                    continue;
-                };
-                if e.lost.contains_key(key) {
-                    continue;
-                }
-                if let Some(d) = match_plain(&e.subs, &e.client_id, key, *offset, record)
-                    && !self.send(&e.tx, d)
-                    && QoS::from_u8(record.qos).unwrap_or_default() != QoS::AtMostOnce
+            self.offer(&mut t, key, *offset, record, &mut candidates);
+        }
+        t.positions.insert(key.clone(), next);
+        next
+    }
+
+    /// Dispatches records this broker's appender stored at `base_offset` if they are the
+    /// next the tailer would read; otherwise leaves them to the tailer (which reads from
+    /// storage whatever was appended before them).
+    fn hand_off(&self, key: &ShardKey, base_offset: u64, records: &mut Vec<MqttRecord>) {
+        let mut t = self.lock();
+        if t.positions.get(key) != Some(&base_offset) {
+            return;
+        }
+        let mut candidates = Vec::new();
+        let mut offset = base_offset;
+        for record in records.drain(..) {
+            self.offer(&mut t, key, offset, &Arc::new(record), &mut candidates);
+            offset += 1;
+        }
+        t.positions.insert(key.clone(), offset);
+    }
+
+    /// Queues one record for every session it matches.
+    fn offer(
+        &self,
+        t: &mut Table,
+        key: &ShardKey,
+        offset: u64,
+        record: &Arc<MqttRecord>,
+        candidates: &mut Vec<u64>,
+    ) {
+        t.candidates(&record.topic, candidates);
+        let mut shared: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
+        for conn in candidates.iter() {
+            let Some(e) = t.sessions.get_mut(conn) else {
+                continue;
+            };
+            if e.lost.contains_key(key) {
+                continue;
+            }
+            if let Some(d) = match_plain(&e.subs, &e.client_id, key, offset, record)
+                && !self.send(&e.tx, d)
+                && QoS::from_u8(record.qos).unwrap_or_default() != QoS::AtMostOnce
+            {
+                e.lost.insert(key.clone(), offset);
+            }
+        }
+        for conn in candidates.iter() {
+            let Some(e) = t.sessions.get(conn) else {
+                continue;
+            };
+            for s in e.subs.iter() {
+                if let Some(g) = &s.share_group
+                    && topic::matches(&s.filter, &record.topic)
                 {
-                    e.lost.insert(key.clone(), *offset);
-                }
-            }
-            for conn in &candidates {
-                let Some(e) = t.sessions.get(conn) else {
-                    continue;
-                };
-                for s in e.subs.iter() {
-                    if let Some(g) = &s.share_group
-                        && topic::matches(&s.filter, &record.topic)
-                    {
-                        shared.entry((g, &s.filter)).or_default().push((*conn, s));
-                    }
-                }
-            }
-            for (_, mut members) in shared {
-                members.sort_by_key(|(c, _)| *c);
-                let (conn, s) = members[(*offset % members.len() as u64) as usize];
-                if let Some(e) = t.sessions.get(&conn) {
-                    // Shared deliveries that do not fit are dropped (not re-read yet).
-                    let _ = self.send(
-                        &e.tx,
-                        Delivery {
-                            stored: true,
-                            key: key.clone(),
-                            offset: *offset,
-                            record: record.clone(),
-                            qos: s.qos.min(QoS::from_u8(record.qos).unwrap_or_default()),
-                            retain_as_published: s.retain_as_published,
-                            sub_ids: s.id.into_iter().collect(),
-                        },
-                    );
+                    shared.entry((g, &s.filter)).or_default().push((*conn, s));
                 }
             }
         }
-        t.positions.insert(key.clone(), next);
+        for (_, mut members) in shared {
+            members.sort_by_key(|(c, _)| *c);
+            let (conn, s) = members[(offset % members.len() as u64) as usize];
+            if let Some(e) = t.sessions.get(&conn) {
+                // Shared deliveries that do not fit are dropped (not re-read yet).
+                let _ = self.send(
+                    &e.tx,
+                    Delivery {
+                        stored: true,
+                        key: key.clone(),
+                        offset,
+                        record: record.clone(),
+                        qos: s.qos.min(QoS::from_u8(record.qos).unwrap_or_default()),
+                        retain_as_published: s.retain_as_published,
+                        sub_ids: s.id.into_iter().collect(),
+                    },
+                );
+            }
+        }
     }
 
     /// Delivers a broker-generated message ($SYS) to this broker's matching sessions at
@@ -411,30 +519,83 @@ impl Dispatcher {
 
     async fn tail(self: Arc<Self>, key: ShardKey, mut offset: u64, cancel: CancellationToken) {
         let (topic, shard) = (key.0.clone(), key.1);
+        let local = self.local_appends(&key);
+        let mut hw = None;
+        let mut watched = false;
+        // The position at which the tailer last waited for one of our appends to end.
+        let mut deferred_at = None;
+        // A read the watch said had records returned none: long-poll once instead.
+        let mut poll = false;
         loop {
+            if !watched {
+                // Where storage cannot tell the high watermark (gRPC), `read` long-polls.
+                hw = self
+                    .storage
+                    .watch_high_watermark(&topic, shard)
+                    .await
+                    .ok()
+                    .flatten();
+                watched = true;
+            }
+            let mut wait = READ_WAIT;
+            if let Some(w) = hw.as_mut().filter(|_| !std::mem::take(&mut poll)) {
+                let ended = local.ended.notified();
+                tokio::pin!(ended);
+                // Registered before the checks below, so an end between them still wakes us.
+                ended.as_mut().enable();
+                let high = *w.borrow_and_update();
+                offset = self.position(&key).unwrap_or(offset);
+                let ours = local.under_way.load(Ordering::SeqCst) > 0;
+                if offset == high || (offset < high && ours && deferred_at != Some(offset)) {
+                    if offset < high {
+                        deferred_at = Some(offset);
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = w.changed() => if r.is_err() {
+                            // The shard was closed or replaced: follow it anew.
+                            hw = None;
+                            watched = false;
+                        },
+                        _ = &mut ended => {}
+                    }
+                    continue;
+                }
+                // Past the high watermark (a truncation) or records to read: read now.
+                wait = Duration::ZERO;
+            } else {
+                offset = self.position(&key).unwrap_or(offset);
+            }
             let read = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = self.storage.read(&topic, shard, offset, READ_BYTES, READ_WAIT) => r,
+                r = self.storage.read(&topic, shard, offset, READ_BYTES, wait) => r,
             };
             match read {
                 Ok(r) => {
-                    let records = match decode_batches(&r.records, offset) {
+                    let next = r.next_offset;
+                    poll = wait.is_zero() && r.records.is_empty() && next == offset;
+                    // A hand-off may have dispatched some or all of these already.
+                    let from = self.position(&key).unwrap_or(offset).max(offset);
+                    if from > offset && next <= from && next >= offset {
+                        offset = from;
+                        continue;
+                    }
+                    let records = match decode_batches(&r.records, from) {
                         Ok(v) => v,
                         Err(e) => {
                             tracing::error!(%topic, shard, offset, error = %e, "undecodable records skipped");
                             Vec::new()
                         }
                     };
-                    let next = r.next_offset;
                     let records = records
                         .into_iter()
                         .map(|s| (s.offset, Arc::new(s.record)))
                         .collect();
-                    self.dispatch(&key, records, next);
-                    offset = next;
+                    offset = self.dispatch(&key, offset, records, next);
                 }
                 Err(e) => {
                     tracing::warn!(%topic, shard, offset, error = %e, "tailing shard");
+                    watched = false;
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -442,6 +603,11 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// The next offset the tailer of `key` dispatches.
+    fn position(&self, key: &ShardKey) -> Option<u64> {
+        self.lock().positions.get(key).copied()
     }
 
     /// Reads `[from, to)` of a shard for a resuming session.
@@ -504,14 +670,14 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1);
         d.attach(7, "c", tx, vec![Sub::new("a/#", &opts, None).unwrap()]);
 
-        d.dispatch(&key, (0..3).map(|o| (o, record(1))).collect(), 3);
+        d.dispatch(&key, 0, (0..3).map(|o| (o, record(1))).collect(), 3);
         assert_eq!(rx.try_recv().unwrap().offset, 0);
         // Room again, but the shard stays skipped until the session re-reads.
-        d.dispatch(&key, vec![(3, record(1))], 4);
+        d.dispatch(&key, 3, vec![(3, record(1))], 4);
         assert!(rx.try_recv().is_err(), "nothing after a loss is queued");
         assert_eq!(d.positions_for(7)[&key], 1, "progress holds at the loss");
         assert_eq!(d.take_lost(7), vec![(key.clone(), 1, 4)]);
-        d.dispatch(&key, vec![(4, record(1))], 5);
+        d.dispatch(&key, 4, vec![(4, record(1))], 5);
         assert_eq!(
             rx.try_recv().unwrap().offset,
             4,
@@ -519,9 +685,135 @@ mod tests {
         );
 
         // QoS 0 records that do not fit are simply dropped.
-        d.dispatch(&key, vec![(5, record(0)), (6, record(0))], 7);
+        d.dispatch(&key, 5, vec![(5, record(0)), (6, record(0))], 7);
         assert!(d.take_lost(7).is_empty());
         assert_eq!(d.detach(7)[&key], 7);
+    }
+
+    #[tokio::test]
+    async fn hand_offs_at_the_position_are_dispatched_once_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dispatcher::new(Arc::new(memory_for_tests(dir.path())));
+        let key: ShardKey = ("t".into(), 0);
+        let (tx, mut rx) = mpsc::channel(16);
+        d.attach(
+            1,
+            "c",
+            tx,
+            vec![Sub::new("a/#", &qos1_options(), None).unwrap()],
+        );
+        d.lock().positions.insert(key.clone(), 10);
+        let plain =
+            |n: usize| -> Vec<MqttRecord> { (0..n).map(|_| (*record(1)).clone()).collect() };
+        let offsets = |rx: &mut mpsc::Receiver<Delivery>| -> Vec<u64> {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|d| d.offset)
+                .collect()
+        };
+
+        // Not at the position (someone else appended 10..12 first): left to the tailer.
+        d.hand_off(&key, 12, &mut plain(2));
+        assert!(offsets(&mut rx).is_empty());
+        assert_eq!(d.position(&key), Some(10));
+
+        // The tailer reads 10..14 (its read includes the records handed off above).
+        assert_eq!(
+            d.dispatch(&key, 10, (10..14).map(|o| (o, record(1))).collect(), 14),
+            14
+        );
+        assert_eq!(offsets(&mut rx), [10, 11, 12, 13]);
+
+        // At the position: dispatched at once, and the tailer's later read of the same
+        // records (and one more) delivers only what is new.
+        d.hand_off(&key, 14, &mut plain(3));
+        assert_eq!(offsets(&mut rx), [14, 15, 16]);
+        assert_eq!(d.position(&key), Some(17));
+        assert_eq!(
+            d.dispatch(&key, 14, (14..17).map(|o| (o, record(1))).collect(), 17),
+            17
+        );
+        assert!(offsets(&mut rx).is_empty(), "nothing is delivered twice");
+        assert_eq!(
+            d.dispatch(&key, 14, (14..18).map(|o| (o, record(1))).collect(), 18),
+            18
+        );
+        assert_eq!(offsets(&mut rx), [17]);
+
+        // A reader reset past a truncation follows storage back.
+        assert_eq!(d.dispatch(&key, 18, vec![], 15), 15);
+        assert_eq!(d.position(&key), Some(15));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_publishes_and_foreign_appends_arrive_once_in_offset_order() {
+        use crate::storage::appender::Appender;
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn StorageAdapter> = Arc::new(memory_for_tests(dir.path()));
+        let d = Arc::new(Dispatcher::new(storage.clone()));
+        let cancel = CancellationToken::new();
+        let key: ShardKey = ("t".into(), 0);
+        d.lock().positions.insert(key.clone(), 0);
+        tokio::spawn(d.clone().tail(key.clone(), 0, cancel.clone()));
+        let (tx, mut rx) = mpsc::channel(4096);
+        d.attach(
+            1,
+            "c",
+            tx,
+            vec![Sub::new("a/#", &qos1_options(), None).unwrap()],
+        );
+        let appender = Arc::new(
+            Appender::new(storage.clone(), cancel.clone()).with_observer(Arc::new(d.clone())),
+        );
+        let record = |p: String| MqttRecord {
+            topic: "a/b".into(),
+            payload: bytes::Bytes::from(p),
+            qos: 1,
+            ..Default::default()
+        };
+        let mut tasks = Vec::new();
+        for publisher in 0..4 {
+            let appender = appender.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..100 {
+                    appender
+                        .append("t", 0, record(format!("p{publisher}-{i}")))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        // Another writer (a Kafka producer, another broker): only the tailer reads these.
+        let foreign = storage.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let batch = crate::storage::record::encode_batch(&[record(format!("k-{i}"))]);
+                foreign.append("t", 0, vec![batch]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        }));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let total = 450;
+        let mut offsets = Vec::new();
+        let mut payloads = HashSet::new();
+        while offsets.len() < total {
+            let d = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("every record is delivered")
+                .unwrap();
+            offsets.push(d.offset);
+            payloads.insert(d.record.payload.clone());
+        }
+        assert_eq!(
+            offsets,
+            (0..total as u64).collect::<Vec<_>>(),
+            "once each, in offset order"
+        );
+        assert_eq!(payloads.len(), total);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(rx.try_recv().is_err(), "nothing is delivered twice");
+        cancel.cancel();
     }
 
     #[tokio::test]
@@ -548,18 +840,18 @@ mod tests {
                 .map(|rx| std::iter::from_fn(|| rx.try_recv().ok()).count())
                 .collect()
         };
-        d.dispatch(&key, vec![(0, record(1))], 1);
+        d.dispatch(&key, 0, vec![(0, record(1))], 1);
         assert_eq!(got(&mut rxs), [1, 0, 1, 0, 1]);
 
         // Re-subscribing moves a session between the exact index and the wildcard set.
         d.set_subs(2, vec![sub("a/b")]);
         d.set_subs(3, vec![sub("x/y")]);
-        d.dispatch(&key, vec![(1, record(1))], 2);
+        d.dispatch(&key, 1, vec![(1, record(1))], 2);
         assert_eq!(got(&mut rxs), [1, 1, 0, 0, 1]);
 
         d.detach(1);
         d.detach(2);
-        d.dispatch(&key, vec![(2, record(1))], 3);
+        d.dispatch(&key, 2, vec![(2, record(1))], 3);
         assert_eq!(got(&mut rxs)[2..], [0, 0, 1]);
     }
 }

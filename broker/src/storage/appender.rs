@@ -3,6 +3,10 @@
 //! `MAX_COALESCE` records), writes one RecordBatch, and answers every publisher with its
 //! record's offset. Under load, throughput is then records per storage round trip, not
 //! one round trip per message; with one publisher it adds no wait.
+//!
+//! An [`AppendObserver`] (the MQTT dispatcher) is told before each append and handed the
+//! records with the offset they landed at, so that it can deliver what this broker stored
+//! without reading it back from storage and decoding it again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,8 +23,35 @@ const QUEUE: usize = 4096;
 
 type Job = (MqttRecord, oneshot::Sender<Result<u64>>);
 
+/// Follows the appends of one shard's appender task.
+pub trait ShardObserver: Send + Sync {
+    /// An append is about to start.
+    fn begin(&self);
+    /// The append of `records` landed at `base_offset` (records get consecutive offsets).
+    /// The observer may take the records; whatever is left is dropped.
+    fn appended(&self, base_offset: u64, records: &mut Vec<MqttRecord>);
+    /// The append begun last is over (after `appended` if it landed; also when it failed
+    /// or its task stopped).
+    fn end(&self);
+}
+
+/// Gives each shard's appender task its [`ShardObserver`].
+pub trait AppendObserver: Send + Sync {
+    fn shard(&self, topic: &str, shard: u32) -> Arc<dyn ShardObserver>;
+}
+
+/// Calls [`ShardObserver::end`] when dropped, so that an append is ended on every path.
+struct Begun<'a>(&'a dyn ShardObserver);
+
+impl Drop for Begun<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 pub struct Appender {
     storage: Arc<dyn StorageAdapter>,
+    observer: Option<Arc<dyn AppendObserver>>,
     /// By topic, then shard: looked up by `&str` on every publish, without allocating.
     queues: Mutex<HashMap<String, HashMap<u32, mpsc::Sender<Job>>>>,
     cancel: CancellationToken,
@@ -30,9 +61,16 @@ impl Appender {
     pub fn new(storage: Arc<dyn StorageAdapter>, cancel: CancellationToken) -> Self {
         Appender {
             storage,
+            observer: None,
             queues: Mutex::new(HashMap::new()),
             cancel,
         }
+    }
+
+    /// Tells `observer` about every append from now on (before the first publish).
+    pub fn with_observer(mut self, observer: Arc<dyn AppendObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Appends `record` to `(topic, shard)`; resolves to its offset once stored.
@@ -58,6 +96,7 @@ impl Appender {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(
             self.storage.clone(),
+            self.observer.as_ref().map(|o| o.shard(topic, shard)),
             topic.to_string(),
             shard,
             rx,
@@ -73,6 +112,7 @@ impl Appender {
 
 async fn run(
     storage: Arc<dyn StorageAdapter>,
+    observer: Option<Arc<dyn ShardObserver>>,
     topic: String,
     shard: u32,
     mut rx: mpsc::Receiver<Job>,
@@ -96,11 +136,17 @@ async fn run(
             replies.push(reply);
         }
         let batch = encode_batch(&records);
-        records.clear();
+        let begun = observer.as_deref().map(|o| {
+            o.begin();
+            Begun(o)
+        });
         match storage.append(&topic, shard, vec![batch]).await {
             Ok(a) => {
                 for (i, done) in replies.drain(..).enumerate() {
                     let _ = done.send(Ok(a.base_offset + i as u64));
+                }
+                if let Some(o) = &observer {
+                    o.appended(a.base_offset, &mut records);
                 }
             }
             Err(e) => {
@@ -111,5 +157,7 @@ async fn run(
                 }
             }
         }
+        records.clear();
+        drop(begun);
     }
 }

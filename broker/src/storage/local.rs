@@ -114,6 +114,16 @@ impl StorageAdapter for LocalStorage {
             .await
             .map_err(|e| BrokerError::storage(topic, shard, e))
     }
+
+    async fn watch_high_watermark(
+        &self,
+        topic: &str,
+        shard: u32,
+    ) -> Result<Option<tokio::sync::watch::Receiver<u64>>> {
+        Ok(Some(
+            self.shard(topic, shard).await?.log.watch_high_watermark(),
+        ))
+    }
 }
 
 /// An in-memory [`LocalStorage`] for unit tests (memory engine, files under `dir`).

@@ -66,4 +66,14 @@ pub trait StorageAdapter: Send + Sync + 'static {
         shard: u32,
         timestamp_ms: i64,
     ) -> Result<Option<u64>>;
+    /// Follows the shard's high watermark where storage can tell without a read (shards in
+    /// this process), so that a reader at the tail can wait without polling; `None` where
+    /// it cannot, and readers long-poll with [`StorageAdapter::read`].
+    async fn watch_high_watermark(
+        &self,
+        _topic: &str,
+        _shard: u32,
+    ) -> Result<Option<tokio::sync::watch::Receiver<u64>>> {
+        Ok(None)
+    }
 }
