@@ -864,10 +864,7 @@ impl ShardLog for SegmentLog {
             let Some(active) = st.segments.values().next_back() else {
                 return Ok(());
             };
-            active.cut_to_data()?;
-            let file = active.file.clone();
-            drop(st);
-            if sync { file.sync_data() } else { Ok(()) }
+            active.cut_to_data(sync)
         })
         .await
         .map_err(|e| {

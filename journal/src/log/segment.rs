@@ -191,23 +191,26 @@ impl Segment {
     }
 
     /// Cuts the file back to its data (a zero-filled tail goes) after stopping the
-    /// zero-fill helper. Does not sync.
-    pub fn cut_to_data(&self) -> std::io::Result<()> {
+    /// zero-fill helper, and syncs it (unless `sync` is off): with `sync_all` when it was
+    /// cut, so that the new length is durable too.
+    pub fn cut_to_data(&self, sync: bool) -> std::io::Result<()> {
         self.zero.stop();
-        if self.file.metadata()?.len() != self.size {
+        let cut = self.file.metadata()?.len() != self.size;
+        if cut {
             self.file.set_len(self.size)?;
         }
-        Ok(())
+        match (sync, cut) {
+            (false, _) => Ok(()),
+            (true, true) => self.file.sync_all(),
+            (true, false) => self.file.sync_data(),
+        }
     }
 
-    /// Cuts the file to its data, fsyncs it (unless `sync` is off) and writes the index
+    /// Cuts the file to its data, syncs it (unless `sync` is off) and writes the index
     /// files, before the segment stops being the active one. The cut is durable before the
     /// next segment exists, so a sealed segment never has a zero-filled tail.
     pub fn seal(&mut self, dir: &Path, sync: bool) -> std::io::Result<()> {
-        self.cut_to_data()?;
-        if sync {
-            self.file.sync_data()?;
-        }
+        self.cut_to_data(sync)?;
         let last_rel = self.next_offset.saturating_sub(self.base + 1) as u32;
         self.index.seal_times(last_rel);
         self.index.write_files(

@@ -6,7 +6,8 @@
 //! synchronous writes before the device flush, on every group. Block traces on this project's
 //! ext4 showed them on every fdatasync of a growing file, and an append-and-fdatasync loop
 //! over a region that was already written (zeros) and synced measured 25-40% faster per
-//! fdatasync at 16 KiB, counting the zeroing's own cost. PostgreSQL zero-fills its WAL segments for the same reason.
+//! fdatasync at 16 KiB, counting the zeroing's own cost. PostgreSQL zero-fills its WAL
+//! segments for the same reason.
 //!
 //! So while groups are small, a helper thread keeps up to [`LEAD`] bytes past the segment's
 //! end written with zeros and synced, in [`CHUNK`]-byte steps; the shard's writer then
