@@ -49,12 +49,17 @@ pub struct KafkaBench {
     pub record_size: usize,
     pub partitions: i32,
     pub latency_records: u64,
+    /// How many times the whole peer list runs, interleaved (peer A, B, C, then A, B, C
+    /// again), so that each round's ratios compare neighbours in time on a noisy machine.
+    pub rounds: u32,
 }
 
 /// One peer's figures.
 #[derive(Clone, Debug, Default)]
 pub struct KafkaRow {
     pub peer: String,
+    /// 1-based round this row was measured in.
+    pub round: u32,
     pub produce_mb_s: f64,
     pub produce_p99_ms: f64,
     /// ConsumerPerformance's fetch.MB.sec (group join time excluded).
@@ -67,20 +72,23 @@ pub struct KafkaRow {
 }
 
 impl KafkaBench {
-    /// Runs every peer in turn; a peer that fails gets a row with its error.
+    /// Runs every peer in turn, `rounds` times; a peer that fails gets a row with its error.
     pub async fn run(&self, mut each: impl FnMut(&KafkaRow)) -> Vec<KafkaRow> {
         let mut rows = Vec::new();
-        for &peer in &self.peers {
-            let row = match self.run_peer(peer).await {
-                Ok(row) => row,
-                Err(e) => KafkaRow {
-                    peer: peer.name().into(),
-                    error: Some(format!("{e:#}")),
-                    ..KafkaRow::default()
-                },
-            };
-            each(&row);
-            rows.push(row);
+        for round in 1..=self.rounds.max(1) {
+            for &peer in &self.peers {
+                let mut row = match self.run_peer(peer).await {
+                    Ok(row) => row,
+                    Err(e) => KafkaRow {
+                        peer: peer.name().into(),
+                        error: Some(format!("{e:#}")),
+                        ..KafkaRow::default()
+                    },
+                };
+                row.round = round;
+                each(&row);
+                rows.push(row);
+            }
         }
         rows
     }
@@ -192,6 +200,7 @@ impl KafkaBench {
             e2e_p99_ms,
             durability,
             error: None,
+            ..KafkaRow::default()
         })
     }
 }
@@ -260,26 +269,59 @@ fn parse_latency(out: &str) -> Option<(f64, f64)> {
     Some((pick("50th")?, pick("99th")?))
 }
 
-/// The results as Markdown: figures per peer, then each peer's ratios to the first.
+/// Each peer's ratios to the reference measured in the same round:
+/// produce MB/s, consume MB/s, produce p99, end-to-end p99.
+fn ratios(r: &KafkaRow, base: &KafkaRow) -> [Option<f64>; 4] {
+    let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+    [
+        ratio(r.produce_mb_s, base.produce_mb_s),
+        ratio(r.consume_mb_s, base.consume_mb_s),
+        ratio(r.produce_p99_ms, base.produce_p99_ms),
+        ratio(r.e2e_p99_ms, base.e2e_p99_ms),
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+fn show(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".into(), |r| format!("{r:.2}x"))
+}
+
+/// The results as Markdown: figures per peer and round, then each peer's ratios to the
+/// first peer of the same round, and with several rounds the median of those ratios.
 pub fn markdown(rows: &[KafkaRow], b: &KafkaBench) -> String {
     let mut out = format!(
-        "{} records of {} B, acks=all, {} partition(s); EndToEndLatency: {} records.\n\n",
-        b.records, b.record_size, b.partitions, b.latency_records
+        "{} records of {} B, acks=all, {} partition(s); EndToEndLatency: {} records; {} round(s).\n\n",
+        b.records,
+        b.record_size,
+        b.partitions,
+        b.latency_records,
+        b.rounds.max(1)
     );
-    out += "| peer | produce MB/s | produce p99 ms | consume MB/s | e2e p50 ms | e2e p99 ms |\n";
-    out += "|---|---:|---:|---:|---:|---:|\n";
+    out += "| round | peer | produce MB/s | produce p99 ms | consume MB/s | e2e p50 ms | e2e p99 ms |\n";
+    out += "|---:|---|---:|---:|---:|---:|---:|\n";
     for r in rows {
         match &r.error {
             Some(e) => {
                 out += &format!(
-                    "| {} | failed: {} | | | | |\n",
+                    "| {} | {} | failed: {} | | | | |\n",
+                    r.round,
                     r.peer,
                     e.lines().next().unwrap_or("")
                 )
             }
             None => {
                 out += &format!(
-                    "| {} | {:.1} | {:.0} | {:.1} | {:.0} | {:.0} |\n",
+                    "| {} | {} | {:.1} | {:.0} | {:.1} | {:.0} | {:.0} |\n",
+                    r.round,
                     r.peer,
                     r.produce_mb_s,
                     r.produce_p99_ms,
@@ -290,35 +332,61 @@ pub fn markdown(rows: &[KafkaRow], b: &KafkaBench) -> String {
             }
         }
     }
-    if let Some(base) = rows.first().filter(|r| r.error.is_none()) {
+    let Some(reference) = b.peers.first().map(|p| p.name()) else {
+        return out;
+    };
+    // (peer, round, ratios) for every peer whose round's reference succeeded.
+    let mut measured: Vec<(&str, u32, [Option<f64>; 4])> = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.error.is_none() && r.peer != reference)
+    {
+        let base = rows
+            .iter()
+            .find(|x| x.round == r.round && x.peer == reference && x.error.is_none());
+        if let Some(base) = base {
+            measured.push((&r.peer, r.round, ratios(r, base)));
+        }
+    }
+    if !measured.is_empty() {
         out += &format!(
-            "\nRatios to {} (MB/s: higher is better; p99: lower is better):\n\n",
-            base.peer
+            "\nRatios to {reference} in the same round (MB/s: higher is better; p99: lower is better):\n\n"
         );
-        out += "| peer | produce MB/s | consume MB/s | produce p99 | e2e p99 |\n|---|---:|---:|---:|---:|\n";
-        for r in rows.iter().skip(1).filter(|r| r.error.is_none()) {
-            let ratio = |a: f64, b: f64| {
-                if b > 0.0 {
-                    format!("{:.2}x", a / b)
-                } else {
-                    "-".into()
-                }
-            };
+        out += "| round | peer | produce MB/s | consume MB/s | produce p99 | e2e p99 |\n|---:|---|---:|---:|---:|---:|\n";
+        for (peer, round, q) in &measured {
             out += &format!(
-                "| {} | {} | {} | {} | {} |\n",
-                r.peer,
-                ratio(r.produce_mb_s, base.produce_mb_s),
-                ratio(r.consume_mb_s, base.consume_mb_s),
-                ratio(r.produce_p99_ms, base.produce_p99_ms),
-                ratio(r.e2e_p99_ms, base.e2e_p99_ms)
+                "| {round} | {peer} | {} | {} | {} | {} |\n",
+                show(q[0]),
+                show(q[1]),
+                show(q[2]),
+                show(q[3])
             );
         }
     }
+    if b.rounds > 1 && !measured.is_empty() {
+        out += "\nMedian of the per-round ratios:\n\n";
+        out += "| peer | rounds | produce MB/s | consume MB/s | produce p99 | e2e p99 |\n|---|---:|---:|---:|---:|---:|\n";
+        for peer in b.peers.iter().skip(1).map(|p| p.name()) {
+            let of: Vec<_> = measured.iter().filter(|m| m.0 == peer).collect();
+            let col = |i: usize| median(of.iter().filter_map(|m| m.2[i]).collect());
+            out += &format!(
+                "| {peer} | {} | {} | {} | {} | {} |\n",
+                of.len(),
+                show(col(0)),
+                show(col(1)),
+                show(col(2)),
+                show(col(3))
+            );
+        }
+    }
+    let mut stated = std::collections::HashSet::new();
     for r in rows.iter().filter(|r| r.error.is_none()) {
-        out += &format!(
-            "\nDurability, {}:\n```text\n{}\n```\n",
-            r.peer, r.durability
-        );
+        if stated.insert(r.peer.as_str()) {
+            out += &format!(
+                "\nDurability, {}:\n```text\n{}\n```\n",
+                r.peer, r.durability
+            );
+        }
     }
     out
 }
@@ -341,5 +409,48 @@ mod tests {
         );
         let l = "Avg latency: 1.2 ms\nPercentiles: 50th = 1, 99th = 4, 99.9th = 12";
         assert_eq!(parse_latency(l), Some((1.0, 4.0)));
+    }
+
+    fn row(peer: KafkaPeer, round: u32, produce: f64, consume: f64) -> KafkaRow {
+        KafkaRow {
+            peer: peer.name().into(),
+            round,
+            produce_mb_s: produce,
+            consume_mb_s: consume,
+            produce_p99_ms: 10.0,
+            e2e_p99_ms: 4.0,
+            ..KafkaRow::default()
+        }
+    }
+
+    #[test]
+    fn ratios_compare_within_a_round_and_take_the_median_across_rounds() {
+        let b = KafkaBench {
+            peers: vec![KafkaPeer::Apache, KafkaPeer::Split],
+            records: 1,
+            record_size: 1,
+            partitions: 1,
+            latency_records: 1,
+            rounds: 3,
+        };
+        let rows = [
+            row(KafkaPeer::Apache, 1, 10.0, 100.0),
+            row(KafkaPeer::Split, 1, 20.0, 50.0),
+            row(KafkaPeer::Apache, 2, 40.0, 100.0),
+            row(KafkaPeer::Split, 2, 20.0, 150.0),
+            row(KafkaPeer::Apache, 3, 10.0, 50.0),
+            row(KafkaPeer::Split, 3, 15.0, 100.0),
+        ];
+        let md = markdown(&rows, &b);
+        // Round 2: 20/40 produce, 150/100 consume.
+        assert!(
+            md.contains("| 2 | RobustMQ split | 0.50x | 1.50x | 1.00x | 1.00x |"),
+            "{md}"
+        );
+        // Produce ratios 2.0, 0.5, 1.5 -> 1.5; consume 0.5, 1.5, 2.0 -> 1.5.
+        assert!(
+            md.contains("| RobustMQ split | 3 | 1.50x | 1.50x | 1.00x | 1.00x |"),
+            "{md}"
+        );
     }
 }

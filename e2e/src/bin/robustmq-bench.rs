@@ -293,6 +293,10 @@ struct KafkaArgs {
     /// Records EndToEndLatency sends, one at a time.
     #[arg(long, default_value_t = 5_000)]
     latency_records: u64,
+    /// Run the whole peer list this many times, interleaved; ratios are taken within a
+    /// round and their median reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// Also write the Markdown tables to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -305,14 +309,15 @@ fn run_kafka(a: KafkaArgs) -> Result<()> {
         record_size: a.record_size,
         partitions: a.partitions,
         latency_records: a.latency_records,
+        rounds: a.rounds,
     };
     let header = format!("machine: {}\n", machine());
     eprint!("{header}");
     let rows = runtime(None)?.block_on(bench.run(|r| match &r.error {
-        Some(e) => eprintln!("{}: FAILED {e}", r.peer),
+        Some(e) => eprintln!("round {} {}: FAILED {e}", r.round, r.peer),
         None => eprintln!(
-            "{}: produce {:.1} MB/s p99 {:.0} ms, consume {:.1} MB/s, end-to-end p50 {:.0} ms p99 {:.0} ms",
-            r.peer, r.produce_mb_s, r.produce_p99_ms, r.consume_mb_s, r.e2e_p50_ms, r.e2e_p99_ms
+            "round {} {}: produce {:.1} MB/s p99 {:.0} ms, consume {:.1} MB/s, end-to-end p50 {:.0} ms p99 {:.0} ms",
+            r.round, r.peer, r.produce_mb_s, r.produce_p99_ms, r.consume_mb_s, r.e2e_p50_ms, r.e2e_p99_ms
         ),
     }));
     let md = format!(
