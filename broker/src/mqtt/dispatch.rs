@@ -78,6 +78,10 @@ struct Table {
     exact: HashMap<String, HashSet<u64>>,
     /// Sessions holding a wildcard or shared filter: offered every record.
     wild: HashSet<u64>,
+    /// The sessions in `wild` that hold a shared filter.
+    shared: HashSet<u64>,
+    /// Reused for each record's candidates, so that dispatching allocates nothing per record.
+    scratch: Vec<u64>,
 }
 
 impl Table {
@@ -87,6 +91,9 @@ impl Table {
                 self.exact.entry(s.filter.clone()).or_default().insert(conn);
             } else {
                 self.wild.insert(conn);
+                if s.share_group.is_some() {
+                    self.shared.insert(conn);
+                }
             }
         }
     }
@@ -104,6 +111,7 @@ impl Table {
             }
         }
         self.wild.remove(&conn);
+        self.shared.remove(&conn);
     }
 
     /// The sessions a record on `topic` may match, each once, in a stable order, into
@@ -312,9 +320,8 @@ impl Dispatcher {
             }
             records.retain(|(o, _)| *o >= pos);
         }
-        let mut candidates = Vec::new();
         for (offset, record) in &records {
-            self.offer(&mut t, key, *offset, record, &mut candidates);
+            self.offer(&mut t, key, *offset, record);
         }
         t.positions.insert(key.clone(), next);
         next
@@ -328,26 +335,20 @@ impl Dispatcher {
         if t.positions.get(key) != Some(&base_offset) {
             return;
         }
-        let mut candidates = Vec::new();
         let mut offset = base_offset;
         for record in records.drain(..) {
-            self.offer(&mut t, key, offset, &Arc::new(record), &mut candidates);
+            self.offer(&mut t, key, offset, &Arc::new(record));
             offset += 1;
         }
-        t.positions.insert(key.clone(), offset);
+        if let Some(p) = t.positions.get_mut(key) {
+            *p = offset;
+        }
     }
 
     /// Queues one record for every session it matches.
-    fn offer(
-        &self,
-        t: &mut Table,
-        key: &ShardKey,
-        offset: u64,
-        record: &Arc<MqttRecord>,
-        candidates: &mut Vec<u64>,
-    ) {
-        t.candidates(&record.topic, candidates);
-        let mut shared: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
+    fn offer(&self, t: &mut Table, key: &ShardKey, offset: u64, record: &Arc<MqttRecord>) {
+        let mut candidates = std::mem::take(&mut t.scratch);
+        t.candidates(&record.topic, &mut candidates);
         for conn in candidates.iter() {
             let Some(e) = t.sessions.get_mut(conn) else {
                 continue;
@@ -362,7 +363,12 @@ impl Dispatcher {
                 e.lost.insert(key.clone(), offset);
             }
         }
-        for conn in candidates.iter() {
+        t.scratch = candidates;
+        if t.shared.is_empty() {
+            return;
+        }
+        let mut shared: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
+        for conn in t.shared.iter() {
             let Some(e) = t.sessions.get(conn) else {
                 continue;
             };

@@ -70,6 +70,17 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     buf.put_slice(b);
 }
 
+/// Bytes [`put_varint`] writes for `v`.
+fn varint_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes [`put_bytes`] writes for a field of `len` bytes.
+fn bytes_len(len: usize) -> usize {
+    varint_len(len as i64) + len
+}
+
 impl MqttRecord {
     /// Calls `f` with each header the record is stored with (no allocation: encoding runs
     /// once per message).
@@ -101,6 +112,22 @@ impl MqttRecord {
         }
     }
 
+    /// The length of this record's encoding at `ts_delta` and `offset_delta` (without
+    /// its length prefix), and its number of headers.
+    fn encoded_len(&self, ts_delta: i64, offset_delta: i64) -> (usize, i64) {
+        let mut headers = 0i64;
+        let mut len = 1 // attributes
+            + varint_len(ts_delta)
+            + varint_len(offset_delta)
+            + bytes_len(self.topic.len())
+            + bytes_len(self.payload.len());
+        self.for_each_header(|k, v| {
+            headers += 1;
+            len += bytes_len(k.len()) + bytes_len(v.len());
+        });
+        (len + varint_len(headers), headers)
+    }
+
     fn apply_header(&mut self, key: &str, value: &[u8]) {
         let text = || String::from_utf8_lossy(value).into_owned();
         match key {
@@ -123,9 +150,9 @@ impl MqttRecord {
 
 /// Encodes records as one RecordBatch v2 (base offset 0: the journal assigns it).
 ///
-/// Records are written straight into the batch through one scratch buffer (a record's
-/// length prefix comes before it and is only known once it is written), so encoding
-/// allocates twice per batch, not per record.
+/// Each record's length is worked out before it is written (a record's length prefix
+/// comes first), so records go straight into the batch, which is allocated once at its
+/// exact size.
 pub fn encode_batch(records: &[MqttRecord]) -> Bytes {
     let base_ts = records.first().map(|r| r.timestamp_ms).unwrap_or(0);
     let max_ts = records
@@ -133,11 +160,14 @@ pub fn encode_batch(records: &[MqttRecord]) -> Bytes {
         .map(|r| r.timestamp_ms)
         .max()
         .unwrap_or(base_ts);
-    let guess: usize = records
+    let sized = |i: usize, r: &MqttRecord| r.encoded_len(r.timestamp_ms - base_ts, i as i64);
+    let body: usize = records
         .iter()
-        .map(|r| r.topic.len() + r.payload.len() + r.from_client.len() + 40)
+        .enumerate()
+        .map(|(i, r)| sized(i, r).0)
+        .map(|len| varint_len(len as i64) + len)
         .sum();
-    let mut out = BytesMut::with_capacity(HEADER_LEN + guess);
+    let mut out = BytesMut::with_capacity(HEADER_LEN + body);
     out.put_i64(0); // baseOffset
     out.put_i32(0); // batchLength, filled below
     out.put_i32(-1); // partitionLeaderEpoch
@@ -151,24 +181,25 @@ pub fn encode_batch(records: &[MqttRecord]) -> Bytes {
     out.put_i16(-1); // producerEpoch
     out.put_i32(-1); // baseSequence
     out.put_i32(records.len() as i32);
-    let mut rec = BytesMut::new();
     for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.put_i8(0); // attributes
-        put_varint(&mut rec, r.timestamp_ms - base_ts);
-        put_varint(&mut rec, i as i64);
-        put_bytes(&mut rec, r.topic.as_bytes());
-        put_bytes(&mut rec, &r.payload);
-        let mut count = 0i64;
-        r.for_each_header(|_, _| count += 1);
-        put_varint(&mut rec, count);
+        let (len, headers) = sized(i, r);
+        put_varint(&mut out, len as i64);
+        out.put_i8(0); // attributes
+        put_varint(&mut out, r.timestamp_ms - base_ts);
+        put_varint(&mut out, i as i64);
+        put_bytes(&mut out, r.topic.as_bytes());
+        put_bytes(&mut out, &r.payload);
+        put_varint(&mut out, headers);
         r.for_each_header(|k, v| {
-            put_bytes(&mut rec, k.as_bytes());
-            put_bytes(&mut rec, v);
+            put_bytes(&mut out, k.as_bytes());
+            put_bytes(&mut out, v);
         });
-        put_varint(&mut out, rec.len() as i64);
-        out.put_slice(&rec);
     }
+    debug_assert_eq!(
+        out.len(),
+        HEADER_LEN + body,
+        "record sizes worked out wrong"
+    );
     let batch_len = (out.len() - 12) as i32;
     out[8..12].copy_from_slice(&batch_len.to_be_bytes());
     let crc = crc32c::crc32c(&out[21..]);
@@ -365,6 +396,28 @@ mod tests {
         assert_eq!(got[0].offset, 42);
         assert_eq!(got[0].record, recs[2]);
         assert_eq!(got[2].record, recs[4]);
+    }
+
+    #[test]
+    fn varint_lengths_match_what_is_written() {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            64,
+            -64,
+            -65,
+            8191,
+            8192,
+            i32::MAX as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let mut buf = BytesMut::new();
+            put_varint(&mut buf, v);
+            assert_eq!(varint_len(v), buf.len(), "{v}");
+        }
     }
 
     #[test]
