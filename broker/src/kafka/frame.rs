@@ -102,7 +102,13 @@ pub fn encode_response(
         version,
         reason: format!("{e:#}"),
     };
-    let mut buf = BytesMut::with_capacity(256);
+    // A Fetch response carries MiBs of records: size the buffer once instead of letting
+    // it double its way up (each doubling copies everything encoded so far).
+    let body_size = match body {
+        ResponseKind::Fetch(f) => f.compute_size(version).unwrap_or(0),
+        _ => 0,
+    };
+    let mut buf = BytesMut::with_capacity(body_size + 256);
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
