@@ -105,7 +105,9 @@ impl Session {
     /// Writes everything in the outbox. PUBLISHes larger than the client accepts are
     /// dropped, as MQTT 5 requires.
     async fn flush(&mut self) -> std::io::Result<()> {
-        for p in std::mem::take(&mut self.outbox) {
+        // Drained rather than taken, so that the outbox keeps its allocation.
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for p in outbox.drain(..) {
             if let Packet::Publish(_) = &p {
                 let len = p.encoded_len(self.version);
                 if len > self.client_max_packet as usize {
@@ -117,6 +119,7 @@ impl Session {
             }
             self.conn.queue(&p);
         }
+        self.outbox = outbox;
         self.conn.flush().await
     }
 
@@ -143,17 +146,22 @@ impl Session {
         };
         // The futures that live as long as the loop are made once: creating a
         // cancellation waiter or a timer per packet costs a lock or a timer-wheel update
-        // each time. The keep-alive timer is not moved on every packet either; when it
-        // fires early it is re-armed from the last packet's time.
+        // each time. One timer serves both the keep alive and the checkpoints (every
+        // branch is polled on every wake-up); it is not moved on every packet either:
+        // when it fires early it is re-armed from the last packet's time.
         let cancel = self.ctx.cancel.clone();
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
         let grace = self.keep_alive.map(|k| k.mul_f32(1.5));
         let mut last_packet = Instant::now();
-        let keep_alive = tokio::time::sleep(grace.unwrap_or(Duration::from_secs(86_400)));
-        tokio::pin!(keep_alive);
-        let mut checkpoints = tokio::time::interval(CHECKPOINT_EVERY);
-        checkpoints.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first checkpoint is due at once, as the first tick of an interval would be.
+        let mut next_checkpoint = last_packet;
+        let due = |last_packet: Instant, next_checkpoint: Instant| match grace {
+            Some(g) => next_checkpoint.min(last_packet + g),
+            None => next_checkpoint,
+        };
+        let timer = tokio::time::sleep_until(due(last_packet, next_checkpoint));
+        tokio::pin!(timer);
         let end = loop {
             if let Err(e) = self.flush().await {
                 tracing::debug!(client_id = %self.client_id, error = %e, "write failed");
@@ -166,19 +174,21 @@ impl Session {
                     tracing::info!(client_id = %self.client_id, remote = self.claimed_elsewhere, "session taken over");
                     break End::Server(Some(ReasonCode::SESSION_TAKEN_OVER));
                 }
-                _ = &mut keep_alive, if grace.is_some() => {
-                    let due = last_packet + grace.unwrap_or_default();
-                    if Instant::now() >= due {
+                _ = &mut timer => {
+                    if let Some(g) = grace
+                        && Instant::now() >= last_packet + g
+                    {
                         tracing::info!(client_id = %self.client_id, "keep alive timed out");
                         break End::Server(Some(ReasonCode::KEEP_ALIVE_TIMEOUT));
                     }
-                    keep_alive.as_mut().reset(due);
-                }
-                _ = checkpoints.tick() => {
-                    self.recover_lost().await;
-                    if self.expiry_secs > 0 {
-                        self.checkpoint().await;
+                    if Instant::now() >= next_checkpoint {
+                        self.recover_lost().await;
+                        if self.expiry_secs > 0 {
+                            self.checkpoint().await;
+                        }
+                        next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
                     }
+                    timer.as_mut().reset(due(last_packet, next_checkpoint));
                 }
                 Some(d) = self.rx.recv() => {
                     self.dirty = true;
