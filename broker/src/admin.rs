@@ -1,5 +1,5 @@
 //! The admin HTTP port: `/healthz` (the process is up), `/readyz` (listening and topic
-//! bindings loaded) and `/metrics` (Prometheus text).
+//! bindings loaded) and `/metrics` (Prometheus text: MQTT, and Kafka when it is served).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +11,14 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka::KafkaContext;
 use crate::mqtt::Context;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub ctx: Arc<Context>,
+    /// Present when a Kafka listener is configured.
+    pub kafka: Option<Arc<KafkaContext>>,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -30,7 +33,7 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
 async fn metrics(State(s): State<AdminState>) -> String {
     let st = &s.ctx.stats;
     let g = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
-    format!(
+    let mut out = format!(
         "# TYPE robustmq_mqtt_connections gauge\nrobustmq_mqtt_connections {}\n\
          # TYPE robustmq_mqtt_connects_total counter\nrobustmq_mqtt_connects_total {}\n\
          # TYPE robustmq_mqtt_messages_in_total counter\nrobustmq_mqtt_messages_in_total {}\n\
@@ -43,7 +46,11 @@ async fn metrics(State(s): State<AdminState>) -> String {
         g(&st.messages_out),
         g(&st.messages_dropped) + s.ctx.dispatcher.dropped(),
         g(&st.malformed_packets),
-    )
+    );
+    if let Some(k) = &s.kafka {
+        k.stats.render(&mut out);
+    }
+    out
 }
 
 pub fn router(state: AdminState) -> Router {

@@ -175,8 +175,9 @@ pub async fn start(
             format!("{advertised_host}:{}", a.port()),
         );
     }
+    let mut kafka_ctx = None;
     if kafka.is_some() || kafka_tls.is_some() {
-        crate::kafka::start(
+        let k = crate::kafka::start(
             cfg.node_id,
             cfg.kafka.clone(),
             meta.clone(),
@@ -191,6 +192,7 @@ pub async fn start(
             cancel.clone(),
         )
         .await?;
+        kafka_ctx = Some(k);
     }
     tasks.spawn(run_lease(
         meta,
@@ -241,6 +243,7 @@ pub async fn start(
         admin_listener,
         AdminState {
             ctx: ctx.clone(),
+            kafka: kafka_ctx,
             ready: ready.clone(),
         },
         cancel.clone(),

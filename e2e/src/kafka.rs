@@ -164,6 +164,15 @@ impl Server {
         }
     }
 
+    /// The (first) broker's admin HTTP address (RobustMQ only).
+    pub fn admin(&self) -> Option<&str> {
+        match self {
+            Server::Apache(_) => None,
+            Server::Standalone(sa) => Some(&sa.admin),
+            Server::Split(sp) => sp.brokers.first().map(|b| b.admin.as_str()),
+        }
+    }
+
     /// Meta's gRPC address (RobustMQ only).
     pub fn meta(&self) -> Option<&str> {
         match self {

@@ -707,6 +707,27 @@ async fn malformed_frames_close_only_their_own_connection() -> Result<()> {
     let topic = "after-malformed";
     produce(Client::KafkaPython, &Produce::new(&addr, topic, 5, "ok"))?.expect_ok("produce")?;
     consume(Client::KafkaPython, &Consume::new(&addr, topic, 5))?.expect_ok("consume")?;
+    if let Some(admin) = server.admin() {
+        // The broker counts what it refused and what it served.
+        let (code, text) = e2e::harness::http_get(admin, "/metrics")?;
+        ensure!(code == 200, "/metrics answered {code}");
+        let metric = |name: &str| -> f64 {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .next()
+                .unwrap_or(0.0)
+        };
+        ensure!(
+            metric("robustmq_kafka_refused_connections_total") >= 5.0,
+            "five bad frames, refused count in /metrics:\n{text}"
+        );
+        ensure!(
+            metric("robustmq_kafka_requests_total{api=\"ApiVersions\"}") >= 5.0
+                && metric("robustmq_kafka_produced_bytes_total") > 0.0
+                && metric("robustmq_kafka_fetched_bytes_total") > 0.0,
+            "requests and bytes missing from /metrics:\n{text}"
+        );
+    }
     server.stop();
     dir.pass();
     Ok(())

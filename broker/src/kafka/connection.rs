@@ -102,7 +102,12 @@ where
     match result {
         Ok(()) => tracing::debug!(%peer, "kafka connection closed"),
         Err(ConnError::Io(e)) => tracing::debug!(%peer, error = %e, "kafka connection dropped"),
-        Err(e) => tracing::warn!(%peer, error = %e, "closing kafka connection"),
+        Err(e) => {
+            if matches!(e, ConnError::FrameSize(..) | ConnError::Frame(_)) {
+                conn.ctx.stats.refused();
+            }
+            tracing::warn!(%peer, error = %e, "closing kafka connection")
+        }
     }
     let _ = wr.shutdown().await;
 }
@@ -152,6 +157,7 @@ where
             Err(e) => return Err(e.into()),
         };
         let (api, version, corr) = (req.api_key, req.version(), req.header.correlation_id);
+        let started = std::time::Instant::now();
         let client_id = req.header.client_id.clone();
         let reply = match (req.body, &mut *auth) {
             (RequestKind::SaslHandshake(h), _) => {
@@ -223,6 +229,7 @@ where
             Reply::Nothing => {}
             Reply::Close => return Ok(()),
         }
+        conn.ctx.stats.request(api, started.elapsed());
     }
     Ok(())
 }

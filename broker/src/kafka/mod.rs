@@ -9,6 +9,7 @@
 //! - [`group`]: the consumer-group coordinator (offsets in meta).
 //! - [`sasl`]: SASL PLAIN and SCRAM-SHA-256/512 against the users in meta.
 //! - [`versions`]: the served APIs and versions, for the decoder and ApiVersions alike.
+//! - [`stats`]: counters for the admin port's `/metrics`.
 
 pub mod batch;
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod group;
 pub mod handlers;
 pub mod idempotence;
 pub mod sasl;
+pub mod stats;
 pub mod topics;
 pub mod versions;
 
@@ -88,6 +90,7 @@ pub struct KafkaContext {
     pub users: Arc<dyn UserStore>,
     pub cluster_id: String,
     pub cancel: CancellationToken,
+    pub stats: stats::KafkaStats,
     connections: Arc<Semaphore>,
 }
 
@@ -196,6 +199,7 @@ pub async fn start(
         users: Arc::new(sasl::MetaUserStore::new(meta.clone())),
         cluster_id,
         cancel: cancel.clone(),
+        stats: stats::KafkaStats::default(),
     });
     let every = Duration::from_millis(ctx.settings.cluster_refresh_ms.max(100));
     tasks.spawn(cluster.run_refresh(meta.clone(), every, cancel.clone()));
@@ -259,6 +263,8 @@ async fn accept(
         let tls = tls.clone();
         tasks.spawn(async move {
             let _permit = permit;
+            let ctx = conn.ctx.clone();
+            let _live = ctx.stats.connected();
             match tls {
                 None => connection::serve(stream, conn, require_sasl).await,
                 Some(acceptor) => {

@@ -169,6 +169,7 @@ pub async fn fetch(conn: &Conn, req: FetchRequest, version: i16) -> FetchRespons
         }
         sent += s.records.len();
     }
+    ctx.stats.fetched(sent);
 
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     for s in slots {

@@ -64,6 +64,7 @@ pub async fn produce(conn: &Conn, req: ProduceRequest, version: i16) -> (Produce
         for p in &t.partition_data {
             let topic = topic.clone();
             let records = p.records.clone();
+            let bytes = records.as_ref().map_or(0, |r| r.len());
             let index = p.index;
             let name = name.clone();
             jobs.push(async move {
@@ -85,6 +86,9 @@ pub async fn produce(conn: &Conn, req: ProduceRequest, version: i16) -> (Produce
                         ),
                     }
                 };
+                if out.code() == 0 {
+                    conn.ctx.stats.produced(bytes);
+                }
                 (name, index, out)
             });
         }
