@@ -39,6 +39,7 @@ use super::{
 use crate::batch::{self, BatchHeader};
 use crate::error::{JournalError, Result};
 use crate::log::segment::Segment;
+use crate::log::zero_ahead::ZeroWorker;
 use crate::shard::{EngineKind, FsyncPolicy, ShardId, ShardSpec};
 
 struct State {
@@ -62,6 +63,9 @@ struct Inner {
     /// Locked after `state` when both are needed; readers at the tail take only this one.
     tail: Mutex<TailCache>,
     hw_tx: watch::Sender<u64>,
+    /// Zero-fills ahead of the active segment's end (fsync=always only; see
+    /// `log::zero_ahead`). Its thread exits when this is dropped.
+    zeroer: Option<ZeroWorker>,
 }
 
 /// A shard log stored in segment files under one directory.
@@ -106,6 +110,10 @@ impl SegmentLog {
         let hw = state.hw;
         let cache_bytes = usize::try_from(spec.tail_cache_bytes).unwrap_or(usize::MAX);
         let tail = TailCache::new(cache_bytes, state.log_start, hw);
+        let zeroer = (spec.fsync == FsyncPolicy::Always)
+            .then(ZeroWorker::start)
+            .transpose()
+            .map_err(|e| JournalError::io(&shard, "starting the zero-fill thread", e))?;
         let inner = Arc::new(Inner {
             shard,
             dir,
@@ -114,6 +122,7 @@ impl SegmentLog {
             state: Mutex::new(state),
             tail: Mutex::new(tail),
             hw_tx: watch::channel(hw).0,
+            zeroer,
         });
         let queue = GroupQueue::new(inner.shard.clone(), inner.spec.fsync == FsyncPolicy::Always);
         let (committer, on_panic) = (inner.clone(), inner.clone());
@@ -315,15 +324,13 @@ impl Inner {
         let hw = end.min(st.log_end).max(st.hw);
         st.hw = hw;
         lock(&self.tail).publish(stager, hw, st.log_end);
-        let zero = st
-            .segments
-            .values()
-            .next_back()
-            .filter(|_| self.spec.fsync == FsyncPolicy::Always)
-            .map(|s| (s.zero.clone(), s.file.clone(), s.size));
+        let zero = self.zeroer.as_ref().and_then(|w| {
+            let s = st.segments.values().next_back()?;
+            Some((w, s.zero.clone(), s.file.clone(), s.size))
+        });
         drop(st);
         self.hw_tx.send_replace(hw);
-        if let Some((zero, file, size)) = zero {
+        if let Some((worker, zero, file, size)) = zero {
             // Keep zeros written ahead of the end, so that the next groups' fdatasyncs
             // have no size or extent change to write (see `log::zero_ahead`).
             let bytes = group
@@ -331,7 +338,7 @@ impl Inner {
                 .flat_map(|r| &r.batches)
                 .map(|b| b.len() as u64)
                 .sum();
-            zero.after_group(&file, size, bytes, self.spec.segment_bytes);
+            zero.after_group(worker, &file, size, bytes, self.spec.segment_bytes);
         }
         outcomes.into_iter().map(Ok).collect()
     }

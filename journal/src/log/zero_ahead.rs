@@ -9,13 +9,15 @@
 //! fdatasync at 16 KiB, counting the zeroing's own cost. PostgreSQL zero-fills its WAL
 //! segments for the same reason.
 //!
-//! So while groups are small, a helper thread keeps up to [`LEAD`] bytes past the segment's
-//! end written with zeros and synced, in [`CHUNK`]-byte steps; the shard's writer then
-//! overwrites zeros instead of growing the file. Durability does not depend on the helper:
+//! So while groups are small, a helper keeps up to [`LEAD`] bytes past the segment's end
+//! written with zeros and synced, in [`CHUNK`]-byte steps; the shard's writer then
+//! overwrites zeros instead of growing the file. The helper is a [`ZeroWorker`]: one thread
+//! per shard log, started with it and fed steps over a channel, so that no thread is
+//! created on the data path; it exits when the log drops its handle. Durability does not depend on the helper:
 //! the writer's own fdatasync still covers whatever its group changed (if it overtakes the
 //! zeroed region, its fdatasync writes the metadata, as it always did). With large groups
 //! (more than [`MAX_GROUP`] bytes) the metadata is a small part of the fdatasync and zeroing
-//! would double the disk's write traffic, so the helper is not started.
+//! would double the disk's write traffic, so no zeroing step is queued.
 //!
 //! The file's length can therefore exceed the data in it. Recovery cuts a tail of zeros
 //! without calling it damage; sealing a segment, truncating it and closing the log cut the
@@ -28,6 +30,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Bytes zeroed by one helper run.
@@ -106,10 +109,17 @@ impl ZeroAhead {
         st.off = true;
     }
 
-    /// After a group of `group_bytes` ending at byte `end` was made durable: starts a helper
-    /// if the zeroed region ahead is short, the group was small and the file may still grow
-    /// (zeroing stops at `limit`, the segment's size bound).
-    pub fn after_group(&self, file: &Arc<File>, end: u64, group_bytes: u64, limit: u64) {
+    /// After a group of `group_bytes` ending at byte `end` was made durable: hands `worker`
+    /// a zeroing step if the zeroed region ahead is short, the group was small and the file
+    /// may still grow (zeroing stops at `limit`, the segment's size bound).
+    pub fn after_group(
+        &self,
+        worker: &ZeroWorker,
+        file: &Arc<File>,
+        end: u64,
+        group_bytes: u64,
+        limit: u64,
+    ) {
         let from = {
             let mut st = lock(&self.0.st);
             if st.busy
@@ -123,21 +133,15 @@ impl ZeroAhead {
             st.busy = true;
             st.ready
         };
-        let len = CHUNK.min(limit - from);
-        let (me, file) = (self.clone(), file.clone());
-        let spawned = std::thread::Builder::new()
-            .name("journal-zero".into())
-            .stack_size(64 << 10)
-            .spawn(move || {
-                // Fresh zeroed pages from the allocator: no memset.
-                let zeros = vec![0u8; len as usize];
-                let done = file
-                    .write_all_at(&zeros, from)
-                    .and_then(|()| file.sync_data());
-                me.finish(from, len, done.is_ok());
-            });
-        if spawned.is_err() {
-            self.finish(from, 0, false);
+        let step = Step {
+            zero: self.clone(),
+            file: file.clone(),
+            from,
+            len: CHUNK.min(limit - from),
+        };
+        if let Err(mpsc::SendError(step)) = worker.tx.send(step) {
+            // The worker is gone (it cannot be, while its log holds it): stop zeroing.
+            step.zero.finish(from, 0, false);
         }
     }
 
@@ -158,6 +162,44 @@ impl ZeroAhead {
     /// The file length the writer may write below (for tests and sealing).
     pub fn ready(&self) -> u64 {
         lock(&self.0.st).ready
+    }
+}
+
+/// One zeroing step: `len` bytes of `file` from `from`, for the segment `zero` describes
+/// (which is marked busy until the step finishes).
+struct Step {
+    zero: ZeroAhead,
+    file: Arc<File>,
+    from: u64,
+    len: u64,
+}
+
+/// The thread that runs a shard log's zeroing steps, one at a time. Dropping the handle
+/// lets it finish the steps already sent, then exit.
+#[derive(Debug)]
+pub struct ZeroWorker {
+    tx: mpsc::Sender<Step>,
+}
+
+impl ZeroWorker {
+    /// Starts the worker thread.
+    pub fn start() -> std::io::Result<ZeroWorker> {
+        let (tx, rx) = mpsc::channel::<Step>();
+        std::thread::Builder::new()
+            .name("journal-zero".into())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                // One zeroed buffer for every step (a step is at most CHUNK bytes).
+                let zeros = vec![0u8; CHUNK as usize];
+                for step in rx {
+                    let done = step
+                        .file
+                        .write_all_at(&zeros[..step.len as usize], step.from)
+                        .and_then(|()| step.file.sync_data());
+                    step.zero.finish(step.from, step.len, done.is_ok());
+                }
+            })?;
+        Ok(ZeroWorker { tx })
     }
 }
 
@@ -202,28 +244,57 @@ mod tests {
                 .open(dir.path().join("f"))
                 .expect("open"),
         );
+        let w = ZeroWorker::start().expect("worker");
         let z = ZeroAhead::new(0);
-        z.after_group(&file, 0, MAX_GROUP + 1, 1 << 30);
+        z.after_group(&w, &file, 0, MAX_GROUP + 1, 1 << 30);
         z.stop();
         assert_eq!(z.ready(), 0, "a large group started zeroing");
 
         let z = ZeroAhead::new(0);
         file.write_all_at(&[7u8; 1000], 0).expect("write");
         z.claim(1000);
-        z.after_group(&file, 1000, 1000, 1 << 30);
+        z.after_group(&w, &file, 1000, 1000, 1 << 30);
         wait_for(|| z.ready() == 1000 + CHUNK);
         assert_eq!(file.metadata().expect("meta").len(), 1000 + CHUNK);
         assert!(is_zero_tail(&file, 1000, 1000 + CHUNK).expect("read"));
         // Still short of LEAD ahead: the next group starts another run; the bound stops it.
-        z.after_group(&file, 1000, 1000, 1000 + CHUNK + 100);
+        z.after_group(&w, &file, 1000, 1000, 1000 + CHUNK + 100);
         wait_for(|| z.ready() == 1000 + CHUNK + 100);
-        z.after_group(&file, 1000, 1000, 1000 + CHUNK + 100);
+        z.after_group(&w, &file, 1000, 1000, 1000 + CHUNK + 100);
         z.stop();
         assert_eq!(z.ready(), 1000 + CHUNK + 100);
         let mut head = [0u8; 1000];
         file.read_exact_at(&mut head, 0).expect("read");
         assert!(head.iter().all(|&b| b == 7), "zeroing touched the data");
         assert!(!is_zero_tail(&file, 999, 1100).expect("read"));
+    }
+
+    #[test]
+    fn a_dropped_worker_finishes_the_steps_it_was_given() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |name: &str| {
+            Arc::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .read(true)
+                    .write(true)
+                    .open(dir.path().join(name))
+                    .expect("open"),
+            )
+        };
+        let (fa, fb) = (open("a"), open("b"));
+        let w = ZeroWorker::start().expect("worker");
+        let (a, b) = (ZeroAhead::new(0), ZeroAhead::new(0));
+        // Two segments' steps on one worker, then the log lets go of it.
+        a.after_group(&w, &fa, 0, 100, 1 << 30);
+        b.after_group(&w, &fb, 0, 100, 1 << 30);
+        drop(w);
+        a.stop();
+        b.stop();
+        assert_eq!((a.ready(), b.ready()), (CHUNK, CHUNK));
+        assert_eq!(fa.metadata().expect("meta").len(), CHUNK);
+        assert_eq!(fb.metadata().expect("meta").len(), CHUNK);
     }
 
     #[test]
