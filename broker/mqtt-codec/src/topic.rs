@@ -70,32 +70,111 @@ pub fn parse_shared(filter: &str) -> Option<SharedFilter<'_>> {
 }
 
 /// Whether `filter` (a valid, non-shared topic filter) matches topic name `topic`.
+///
+/// Runs for every route lookup and every candidate subscription of every message, so it
+/// walks the bytes once instead of splitting both strings into levels.
 pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+    // A topic name holds no wildcards: equal strings are a match, and the usual one.
+    if filter == topic {
+        return true;
+    }
+    let (f, t) = (filter.as_bytes(), topic.as_bytes());
+    if t.first() == Some(&b'$') && matches!(f.first(), Some(b'+' | b'#')) {
         return false;
     }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
+    let level_end = |b: &[u8], from: usize| {
+        b[from..]
+            .iter()
+            .position(|&c| c == b'/')
+            .map_or(b.len(), |p| from + p)
+    };
+    let (mut i, mut j) = (0, 0);
     loop {
-        match (f.next(), t.next()) {
+        let fe = level_end(f, i);
+        let level = &f[i..fe];
+        if level == b"#" {
+            return true;
+        }
+        let te = level_end(t, j);
+        if level != b"+" && level != &t[j..te] {
+            return false;
+        }
+        match (fe == f.len(), te == t.len()) {
+            (true, true) => return true,
+            (true, false) => return false,
             // '#' also matches the parent level: "a/#" matches "a".
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(fl), Some(tl)) if fl == tl => {}
-            (None, None) => return true,
-            _ => return false,
+            (false, true) => return &f[fe + 1..] == b"#",
+            (false, false) => (i, j) = (fe + 1, te + 1),
         }
     }
 }
 
 /// Number of levels in a topic name or filter (`a/b/c` has 3), for a configured limit.
 pub fn level_count(topic: &str) -> usize {
-    topic.split('/').count()
+    topic.bytes().filter(|&b| b == b'/').count() + 1
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The level-by-level definition `matches` must agree with.
+    fn matches_by_levels(filter: &str, topic: &str) -> bool {
+        if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+            return false;
+        }
+        let mut f = filter.split('/');
+        let mut t = topic.split('/');
+        loop {
+            match (f.next(), t.next()) {
+                (Some("#"), _) => return true,
+                (Some("+"), Some(_)) => {}
+                (Some(fl), Some(tl)) if fl == tl => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn matching_agrees_with_the_level_by_level_definition() {
+        let levels = ["a", "b", "", "$SYS", "ab"];
+        let mut topics = vec![];
+        for a in levels {
+            topics.push(a.to_string());
+            for b in levels {
+                topics.push(format!("{a}/{b}"));
+                for c in levels {
+                    topics.push(format!("{a}/{b}/{c}"));
+                }
+            }
+        }
+        let topics: Vec<String> = topics
+            .into_iter()
+            .filter(|t| is_valid_topic_name(t))
+            .collect();
+        let mut filters = topics.clone();
+        for t in &topics {
+            let parts: Vec<&str> = t.split('/').collect();
+            for i in 0..parts.len() {
+                let mut plus = parts.clone();
+                plus[i] = "+";
+                filters.push(plus.join("/"));
+                filters.push(format!("{}/#", parts[..i].join("/")));
+                filters.push(format!("{}/#", parts[..=i].join("/")));
+            }
+        }
+        filters.extend(["#".to_string(), "+".to_string(), "+/#".to_string()]);
+        let mut checked = 0;
+        for f in filters.iter().filter(|f| is_valid_topic_filter(f)) {
+            for t in &topics {
+                assert_eq!(matches(f, t), matches_by_levels(f, t), "{f:?} vs {t:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "only {checked} pairs");
+        assert_eq!(level_count("a//b/"), 4);
+    }
 
     #[test]
     fn topic_names_reject_wildcards_and_empty() {

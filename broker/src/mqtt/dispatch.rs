@@ -67,19 +67,43 @@ struct Entry {
     lost: HashMap<ShardKey, u64>,
 }
 
+/// Hashes connection ids, which the broker hands out itself (a counter; no client picks
+/// them), with one multiplication instead of SipHash: the table looks sessions up several
+/// times per record.
+#[derive(Default, Clone, Copy)]
+struct ConnIdHasher(u64);
+
+impl std::hash::Hasher for ConnIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type ConnIds = std::hash::BuildHasherDefault<ConnIdHasher>;
+
 #[derive(Default)]
 struct Table {
-    sessions: HashMap<u64, Entry>,
+    sessions: HashMap<u64, Entry, ConnIds>,
     /// Next offset each tailer dispatches.
     positions: HashMap<ShardKey, u64>,
     /// Sessions by the wildcard-free, non-shared filters they hold: a record is offered
     /// only to the sessions under its exact topic plus those in `wild`, not to every
     /// session (most IoT subscriptions name one topic; publishers hold none).
-    exact: HashMap<String, HashSet<u64>>,
+    exact: HashMap<String, HashSet<u64, ConnIds>>,
     /// Sessions holding a wildcard or shared filter: offered every record.
-    wild: HashSet<u64>,
+    wild: HashSet<u64, ConnIds>,
     /// The sessions in `wild` that hold a shared filter.
-    shared: HashSet<u64>,
+    shared: HashSet<u64, ConnIds>,
     /// Reused for each record's candidates, so that dispatching allocates nothing per record.
     scratch: Vec<u64>,
 }
