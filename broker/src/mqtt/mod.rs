@@ -12,7 +12,8 @@
 //!
 //! Delivery goes through storage: a PUBLISH is appended to the shard its topic is bound
 //! to, and every broker's dispatcher tails those shards and delivers what matches the
-//! subscriptions of its own sessions. A persistent session remembers, per shard, the next
+//! subscriptions of its own sessions (what a broker appended itself reaches its dispatcher
+//! straight from the appender, without being read back). A persistent session remembers, per shard, the next
 //! offset it has not finished, and resumes from there on any broker.
 
 pub mod acl;
