@@ -81,7 +81,7 @@ impl Metrics {
         );
         registry.register(
             "read_latency_seconds",
-            "Latency of one read from storage (not counting long-poll waits)",
+            "Latency of a Read call's first read from storage (long-poll waits not counted)",
             m.read_seconds.clone(),
         );
         registry.register(

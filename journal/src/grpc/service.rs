@@ -205,11 +205,16 @@ impl pb::journal_service_server::JournalService for JournalGrpc {
             ms => Duration::from_millis(ms as u64).min(MAX_WAIT_CAP),
         };
         // Fail fast on a bad starting offset, before the stream opens.
+        let started = Instant::now();
         let first = h
             .log
             .read(req.offset as u64, max_bytes)
             .await
             .map_err(|e| self.fail("read", e))?;
+        // Only this read is timed: the later ones include long-poll waits.
+        self.metrics
+            .read_seconds
+            .observe(started.elapsed().as_secs_f64());
         let (tx, rx) = mpsc::channel::<Result<pb::ReadResponse, Status>>(4);
         let metrics = self.metrics.clone();
         let cancel = self.cancel.clone();
@@ -229,14 +234,10 @@ impl pb::journal_service_server::JournalService for JournalGrpc {
                                 shard: h.id.clone(),
                             })
                         } else {
-                            let started = Instant::now();
                             tokio::select! {
                                 _ = cancel.cancelled() => break,
                                 _ = tx.closed() => break,
-                                r = read_wait(h.log.as_ref(), offset, max_bytes, max_wait) => {
-                                    metrics.read_seconds.observe(started.elapsed().as_secs_f64());
-                                    r
-                                }
+                                r = read_wait(h.log.as_ref(), offset, max_bytes, max_wait) => r,
                             }
                         }
                     }
