@@ -20,12 +20,6 @@
 //! of an fsync to share it is cheaper than paying for another one. The last appender to
 //! arrive wakes the writer, so a full group costs one wake-up, not one per request. Without
 //! per-append fsyncs (policy `interval` or `never`) there is nothing to share: no waiting.
-//!
-//! Writing ahead: while a large group is still gathering, the writer takes what has arrived
-//! (each time half of the missing requests are queued) and writes it, unsynced, through
-//! [`Commit::write_ahead`]; the commit then writes only the rest before its fdatasync. The
-//! write and its page-cache copy overlap the stragglers' return instead of following it.
-//! Nothing is acknowledged before the group's fdatasync, so durability is unchanged.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -46,8 +40,6 @@ const QUEUE_DEPTH: usize = 4096;
 /// Bounds of the straggler wait (see the module docs).
 const MIN_GROUP_WAIT: Duration = Duration::from_micros(50);
 const MAX_GROUP_WAIT: Duration = Duration::from_millis(2);
-/// Writing ahead starts when at least this many requests are still expected.
-const MIN_WRITE_AHEAD: usize = 16;
 /// The writer only runs the commit; its buffers are on the heap.
 const WRITER_STACK: usize = 256 << 10;
 
@@ -59,10 +51,6 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    fn bytes(&self) -> usize {
-        self.batches.iter().map(Bytes::len).sum()
-    }
-
     /// A request committed by its own caller rather than the writer thread (nobody waits
     /// on its acknowledgement channel).
     pub(crate) fn detached(batches: Vec<Bytes>, headers: Vec<BatchHeader>) -> Request {
@@ -90,17 +78,6 @@ struct Pending {
     /// appender wakes it (0 when it is not parked).
     wake_at: usize,
     closed: bool,
-}
-
-/// What [`GroupQueue::next_group`] gathered.
-#[derive(Debug, PartialEq)]
-enum Gathered {
-    /// The group is complete: commit it.
-    Full,
-    /// Part of the group arrived: write it ahead, then gather the rest.
-    Early,
-    /// The queue is closed and drained.
-    Closed,
 }
 
 /// A shard's append queue, shared by its appenders and its writer thread.
@@ -191,60 +168,39 @@ impl GroupQueue {
         self.wake.notify_one();
     }
 
-    /// Waits until `group` holds `expect` requests, the deadline passes or the queue is
-    /// closed, moving queued requests into `group` (which may hold a written-ahead start of
-    /// the group already). The requests taken carry at most `cap` bytes (at least one). With
-    /// `early`, returns as soon as half of the missing requests are queued, for them to be
-    /// written ahead.
-    fn next_group(
-        &self,
-        group: &mut Vec<Request>,
-        expect: usize,
-        deadline: Instant,
-        cap: usize,
-        early: bool,
-    ) -> Gathered {
+    /// Waits for the next group and moves it into `group` (which is empty). Returns false
+    /// once the queue is closed and drained.
+    fn next_group(&self, group: &mut Vec<Request>, expect: usize, budget: Duration) -> bool {
         let mut p = lock(&self.pending);
-        let need = expect.saturating_sub(group.len());
-        let early_at = (early && need >= MIN_WRITE_AHEAD).then_some(need / 2);
-        let outcome = loop {
-            if p.reqs.len() >= need || p.bytes >= cap || p.closed {
-                break Gathered::Full;
-            }
-            if let Some(at) = early_at
-                && p.reqs.len() >= at
-            {
-                break Gathered::Early;
+        let deadline = Instant::now() + budget;
+        loop {
+            if p.reqs.len() >= expect || p.bytes >= GROUP_MAX_BYTES || p.closed {
+                break;
             }
             let now = Instant::now();
             if now >= deadline {
-                if !p.reqs.is_empty() || !group.is_empty() {
-                    break Gathered::Full;
+                if !p.reqs.is_empty() {
+                    break;
                 }
                 // Idle: the first arrival starts a group at once.
                 p.wake_at = 1;
                 p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner());
             } else {
-                p.wake_at = early_at.unwrap_or(need);
+                p.wake_at = expect;
                 p = self
                     .wake
                     .wait_timeout(p, deadline - now)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
-        };
-        p.wake_at = 0;
-        if p.reqs.is_empty() && group.is_empty() {
-            // Closed and drained.
-            return Gathered::Closed;
         }
-        let before = group.len();
-        if p.bytes <= cap {
-            if group.is_empty() {
-                std::mem::swap(group, &mut p.reqs);
-            } else {
-                group.append(&mut p.reqs);
-            }
+        p.wake_at = 0;
+        if p.reqs.is_empty() {
+            // Closed and drained.
+            return false;
+        }
+        if p.bytes <= GROUP_MAX_BYTES {
+            std::mem::swap(group, &mut p.reqs);
             p.bytes = 0;
         } else {
             // Keep the group under the cap (at least one request), leave the rest queued.
@@ -253,17 +209,20 @@ impl GroupQueue {
                 .reqs
                 .iter()
                 .position(|r| {
-                    bytes += r.bytes();
-                    bytes > cap
+                    bytes += r.batches.iter().map(Bytes::len).sum::<usize>();
+                    bytes > GROUP_MAX_BYTES
                 })
                 .unwrap_or(p.reqs.len())
                 .max(1);
             group.extend(p.reqs.drain(..n));
-            p.bytes -= group[before..].iter().map(Request::bytes).sum::<usize>();
+            p.bytes -= group
+                .iter()
+                .map(|r| r.batches.iter().map(Bytes::len).sum::<usize>())
+                .sum::<usize>();
         }
         drop(p);
-        self.admit.add_permits(group.len() - before);
-        outcome
+        self.admit.add_permits(group.len());
+        true
     }
 
     fn queued(&self) -> usize {
@@ -283,27 +242,9 @@ impl Drop for CloseOnExit {
     }
 }
 
-/// What the writer thread calls for every group.
-pub(crate) trait Commit: Send {
-    /// Writes `reqs`, the next requests of a group still being gathered, without syncing
-    /// (see the module docs). A failure is the commit's to report: it fails the group.
-    fn write_ahead(&mut self, _reqs: &[Request]) {}
-
-    /// Commits `group`, whose first `written` requests went through `write_ahead`: writes
-    /// the rest (and syncs, if the policy says so), returning one outcome per request, in
-    /// order.
-    fn commit(&mut self, group: &[Request], written: usize) -> Vec<Result<AppendOutcome>>;
-}
-
-/// A plain function commits whole groups (it writes nothing ahead).
-impl<F: FnMut(&[Request]) -> Vec<Result<AppendOutcome>> + Send> Commit for F {
-    fn commit(&mut self, group: &[Request], _written: usize) -> Vec<Result<AppendOutcome>> {
-        self(group)
-    }
-}
-
-/// The writer's commit.
-pub(crate) type CommitFn = Box<dyn Commit>;
+/// What the writer thread calls for every group: write it (and sync it, if the policy says
+/// so), returning one outcome per request, in order.
+pub(crate) type CommitFn = Box<dyn FnMut(&[Request]) -> Vec<Result<AppendOutcome>> + Send>;
 
 /// Starts the writer thread of `queue`. `on_panic` is told when a commit panicked; that
 /// group's appenders see the shard as closed. The returned receiver completes with `Ok`
@@ -335,46 +276,17 @@ fn straggler_budget(shares_fsync: bool, expect: usize, last_commit: Duration) ->
     }
 }
 
-/// The text of a caught panic.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 fn writer_loop(queue: &GroupQueue, mut commit: CommitFn, on_panic: Box<dyn Fn(String) + Send>) {
     let mut group = Vec::new();
     let mut expect = 1usize;
     let mut last_commit = Duration::ZERO;
     loop {
         let budget = straggler_budget(queue.shares_fsync, expect, last_commit);
-        let deadline = Instant::now() + budget;
-        // Requests already written ahead, and their bytes.
-        let (mut written, mut taken) = (0usize, 0usize);
-        loop {
-            let cap = GROUP_MAX_BYTES.saturating_sub(taken).max(1);
-            match queue.next_group(&mut group, expect, deadline, cap, queue.shares_fsync) {
-                Gathered::Closed => return,
-                Gathered::Full => break,
-                Gathered::Early => {
-                    let reqs = &group[written..];
-                    taken += reqs.iter().map(Request::bytes).sum::<usize>();
-                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| commit.write_ahead(reqs)))
-                    {
-                        on_panic(panic_text(&*panic));
-                        // Dropping the senders tells the group's appenders.
-                        group.clear();
-                        (written, taken) = (0, 0);
-                        continue;
-                    }
-                    written = group.len();
-                }
-            }
+        if !queue.next_group(&mut group, expect, budget) {
+            return;
         }
         let started = Instant::now();
-        let results = catch_unwind(AssertUnwindSafe(|| commit.commit(&group, written)));
+        let results = catch_unwind(AssertUnwindSafe(|| commit(&group)));
         last_commit = started.elapsed();
         match results {
             Ok(results) => {
@@ -395,7 +307,12 @@ fn writer_loop(queue: &GroupQueue, mut commit: CommitFn, on_panic: Box<dyn Fn(St
                 }
             }
             Err(panic) => {
-                on_panic(panic_text(&*panic));
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                on_panic(why);
                 // Dropping the senders tells the group's appenders.
                 group.clear();
             }
@@ -473,76 +390,6 @@ mod tests {
         // after the first groups they travel together.
         let full = sizes.iter().filter(|&&n| n == 16).count();
         assert!(full * 2 > sizes.len(), "groups did not fill up: {sizes:?}");
-    }
-
-    /// Records what was written ahead and what each commit was told was written.
-    struct Ahead {
-        /// Requests written ahead since the last commit.
-        ahead: usize,
-        /// Per commit: (group size, requests written ahead).
-        log: Arc<Mutex<Vec<(usize, usize)>>>,
-        next: u64,
-    }
-
-    impl Commit for Ahead {
-        fn write_ahead(&mut self, reqs: &[Request]) {
-            assert!(!reqs.is_empty(), "an empty write ahead");
-            self.ahead += reqs.len();
-        }
-
-        fn commit(&mut self, group: &[Request], written: usize) -> Vec<Result<AppendOutcome>> {
-            assert_eq!(written, std::mem::take(&mut self.ahead), "written ahead");
-            std::thread::sleep(Duration::from_millis(2));
-            self.log.lock().unwrap().push((group.len(), written));
-            group
-                .iter()
-                .map(|_| {
-                    self.next += 1;
-                    Ok(outcome(self.next - 1))
-                })
-                .collect()
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn large_groups_are_written_ahead_while_they_gather_and_acked_in_order() {
-        let q = GroupQueue::new(shard(), true);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let commit = Ahead {
-            ahead: 0,
-            log: log.clone(),
-            next: 0,
-        };
-        let exited = spawn_writer(q.clone(), Box::new(commit), Box::new(|_| {})).expect("spawn");
-        let mut tasks = Vec::new();
-        for _ in 0..64 {
-            let q = q.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut got = Vec::new();
-                for _ in 0..30 {
-                    got.push(q.submit(vec![], vec![]).await.expect("append").base_offset);
-                    // Come back a little apart, so that groups gather over time.
-                    tokio::time::sleep(Duration::from_micros(100)).await;
-                }
-                got
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            let got = t.await.expect("join");
-            assert!(got.windows(2).all(|w| w[0] < w[1]), "not in order: {got:?}");
-            all.extend(got);
-        }
-        all.sort_unstable();
-        assert_eq!(all, (0..64 * 30).collect::<Vec<_>>());
-        q.close();
-        exited.await.expect("writer exits");
-        let log = log.lock().unwrap().clone();
-        assert!(log.iter().all(|&(n, w)| w <= n), "{log:?}");
-        assert!(
-            log.iter().any(|&(_, w)| w > 0),
-            "nothing was written ahead: {log:?}"
-        );
     }
 
     #[test]

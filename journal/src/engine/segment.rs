@@ -31,7 +31,7 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::group_commit::{self, Commit, GroupQueue, Request};
+use super::group_commit::{self, GroupQueue, Request};
 use super::tail_cache::{Stager, TailCache, TailRead};
 use super::{
     AppendOutcome, EngineHooks, LogStats, ReadChunk, ShardLog, cut_batches, validate_batches,
@@ -125,15 +125,11 @@ impl SegmentLog {
             zeroer,
         });
         let queue = GroupQueue::new(inner.shard.clone(), inner.spec.fsync == FsyncPolicy::Always);
-        let on_panic = inner.clone();
+        let (committer, on_panic) = (inner.clone(), inner.clone());
+        let mut stager = Stager::new(cache_bytes);
         let writer_exited = group_commit::spawn_writer(
             queue.clone(),
-            Box::new(Writer {
-                inner: inner.clone(),
-                stager: Stager::new(cache_bytes),
-                ahead: Vec::new(),
-                ahead_end: 0,
-            }),
+            Box::new(move |group: &[Request]| committer.commit_group(group, &mut stager)),
             Box::new(move |why| {
                 tracing::error!(shard = %on_panic.shard, panic = %why, "group commit panicked");
                 lock(&on_panic.state).failed = Some(format!("writer panicked: {why}"));
@@ -243,53 +239,6 @@ async fn interval_sync_loop(inner: Weak<Inner>, every: Duration) {
     }
 }
 
-/// The shard writer's commit (fsync=always): groups, and requests written ahead of them.
-struct Writer {
-    inner: Arc<Inner>,
-    stager: Stager,
-    /// Outcomes of the requests written ahead of the group being gathered.
-    ahead: Vec<AppendOutcome>,
-    /// The log end right after them: a truncation that moved it in between means their
-    /// offsets no longer hold.
-    ahead_end: u64,
-}
-
-impl Commit for Writer {
-    fn write_ahead(&mut self, reqs: &[Request]) {
-        // After a failure the shard refuses the rest; the commit fails the whole group.
-        let after = (!self.ahead.is_empty()).then_some(self.ahead_end);
-        if let Some(end) = self.inner.write_ahead(reqs, after, &mut self.ahead) {
-            self.ahead_end = end;
-        }
-    }
-
-    fn commit(&mut self, group: &[Request], written: usize) -> Vec<Result<AppendOutcome>> {
-        let ahead = std::mem::take(&mut self.ahead);
-        if written > 0 {
-            let st = lock(&self.inner.state);
-            if ahead.len() != written || st.log_end != self.ahead_end {
-                // A write ahead failed, or a truncation cut the log under it.
-                let refused = st.failed.is_some() || st.closed;
-                return group
-                    .iter()
-                    .map(|_| {
-                        Err(if refused {
-                            self.inner.refusal(&st)
-                        } else {
-                            JournalError::io(
-                                &self.inner.shard,
-                                "appending (the log was truncated while the group was written)",
-                                std::io::ErrorKind::Interrupted.into(),
-                            )
-                        })
-                    })
-                    .collect();
-            }
-        }
-        self.inner.commit_group(group, &mut self.stager, ahead)
-    }
-}
-
 impl Inner {
     fn out_of_range(&self, st: &State, offset: u64) -> JournalError {
         JournalError::OffsetOutOfRange {
@@ -334,45 +283,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes requests ahead of their group's commit (see `group_commit`), adding their
-    /// outcomes to `outcomes`; returns the log end after them, or `None` when the shard
-    /// refuses appends, the log no longer ends at `after` (where the group's earlier
-    /// requests ended; a truncation cut them) or the write failed (the shard is then
-    /// failed). The commit then fails the whole group.
-    fn write_ahead(
-        &self,
-        reqs: &[Request],
-        after: Option<u64>,
-        outcomes: &mut Vec<AppendOutcome>,
-    ) -> Option<u64> {
-        let mut st = lock(&self.state);
-        if st.closed || st.failed.is_some() || after.is_some_and(|end| end != st.log_end) {
-            return None;
-        }
-        if let Err(e) = self.write_group(&mut st, reqs, outcomes) {
-            st.failed = Some(format!("write failed: {e}"));
-            return None;
-        }
-        Some(st.log_end)
-    }
-
     /// Writes one group of appends and, with fsync=always, makes it durable; then makes it
-    /// readable (high watermark, tail cache). Returns one outcome per request. `outcomes`
-    /// holds those of the group's first requests when they were written ahead (the rest
-    /// follow them in the log).
-    fn commit_group(
-        &self,
-        group: &[Request],
-        stager: &mut Stager,
-        mut outcomes: Vec<AppendOutcome>,
-    ) -> Vec<Result<AppendOutcome>> {
+    /// readable (high watermark, tail cache). Returns one outcome per request.
+    fn commit_group(&self, group: &[Request], stager: &mut Stager) -> Vec<Result<AppendOutcome>> {
         let mut st = lock(&self.state);
         if st.closed || st.failed.is_some() {
             return group.iter().map(|_| Err(self.refusal(&st))).collect();
         }
-        let written = outcomes.len();
-        outcomes.reserve(group.len() - written);
-        if let Err(e) = self.write_group(&mut st, &group[written..], &mut outcomes) {
+        let mut outcomes = Vec::with_capacity(group.len());
+        if let Err(e) = self.write_group(&mut st, group, &mut outcomes) {
             st.failed = Some(format!("write failed: {e}"));
             return group
                 .iter()
@@ -835,7 +754,7 @@ impl ShardLog for SegmentLog {
             let mut stager = lock(stager);
             return self
                 .inner
-                .commit_group(std::slice::from_ref(&req), &mut stager, Vec::new())
+                .commit_group(std::slice::from_ref(&req), &mut stager)
                 .pop()
                 .unwrap_or_else(|| {
                     Err(JournalError::Closed {
