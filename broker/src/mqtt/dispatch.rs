@@ -175,6 +175,15 @@ struct ShardHandOff {
 }
 
 impl ShardObserver for ShardHandOff {
+    /// Batches holding a QoS 0 record are left to the tailer. Measured (fan-in 999 -> 1 and
+    /// 500 pairs at QoS 0, broker on one core): dispatching every append at once fed
+    /// subscribers in small bursts and ran at about half the rate of the tailer, which
+    /// reads whatever piled up since its last read in one go; at QoS 1 (the inflight window
+    /// bounds the bursts anyway) the hand-off was as fast or faster (fan-in 36k vs 31k).
+    fn wants(&self, records: &[MqttRecord]) -> bool {
+        records.iter().all(|r| r.qos > 0)
+    }
+
     fn begin(&self) {
         self.local.under_way.fetch_add(1, Ordering::SeqCst);
     }
@@ -768,6 +777,14 @@ mod tests {
             18
         );
         assert_eq!(offsets(&mut rx), [17]);
+
+        // Batches holding a QoS 0 record are left to the tailer.
+        let d = Arc::new(d);
+        let observer = AppendObserver::shard(&d, "t", 0);
+        assert!(observer.wants(&plain(2)));
+        let mut mixed = plain(2);
+        mixed[1].qos = 0;
+        assert!(!observer.wants(&mixed));
 
         // A reader reset past a truncation follows storage back.
         assert_eq!(d.dispatch(&key, 18, vec![], 15), 15);

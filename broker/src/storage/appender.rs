@@ -25,6 +25,8 @@ type Job = (MqttRecord, oneshot::Sender<Result<u64>>);
 
 /// Follows the appends of one shard's appender task.
 pub trait ShardObserver: Send + Sync {
+    /// Whether to follow the append of `records` (the calls below happen only if so).
+    fn wants(&self, records: &[MqttRecord]) -> bool;
     /// An append is about to start.
     fn begin(&self);
     /// The append of `records` landed at `base_offset` (records get consecutive offsets).
@@ -136,7 +138,8 @@ async fn run(
             replies.push(reply);
         }
         let batch = encode_batch(&records);
-        let begun = observer.as_deref().map(|o| {
+        let observed = observer.as_deref().filter(|o| o.wants(&records));
+        let begun = observed.map(|o| {
             o.begin();
             Begun(o)
         });
@@ -145,7 +148,7 @@ async fn run(
                 for (i, done) in replies.drain(..).enumerate() {
                     let _ = done.send(Ok(a.base_offset + i as u64));
                 }
-                if let Some(o) = &observer {
+                if let Some(o) = observed {
                     o.appended(a.base_offset, &mut records);
                 }
             }
