@@ -30,23 +30,46 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
     }
 }
 
+/// Appends one unlabelled sample with its `# TYPE` line (Prometheus text format).
+pub fn sample(out: &mut String, name: &str, kind: &str, value: u64) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "# TYPE {name} {kind}\n{name} {value}\n");
+}
+
 async fn metrics(State(s): State<AdminState>) -> String {
     let st = &s.ctx.stats;
     let g = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
-    let mut out = format!(
-        "# TYPE robustmq_mqtt_connections gauge\nrobustmq_mqtt_connections {}\n\
-         # TYPE robustmq_mqtt_connects_total counter\nrobustmq_mqtt_connects_total {}\n\
-         # TYPE robustmq_mqtt_messages_in_total counter\nrobustmq_mqtt_messages_in_total {}\n\
-         # TYPE robustmq_mqtt_messages_out_total counter\nrobustmq_mqtt_messages_out_total {}\n\
-         # TYPE robustmq_mqtt_messages_dropped_total counter\nrobustmq_mqtt_messages_dropped_total {}\n\
-         # TYPE robustmq_mqtt_malformed_packets_total counter\nrobustmq_mqtt_malformed_packets_total {}\n",
-        g(&st.connections),
-        g(&st.connects_total),
-        g(&st.messages_in),
-        g(&st.messages_out),
-        g(&st.messages_dropped) + s.ctx.dispatcher.dropped(),
-        g(&st.malformed_packets),
-    );
+    let mut out = String::new();
+    for (name, kind, value) in [
+        ("robustmq_mqtt_connections", "gauge", g(&st.connections)),
+        (
+            "robustmq_mqtt_connects_total",
+            "counter",
+            g(&st.connects_total),
+        ),
+        (
+            "robustmq_mqtt_messages_in_total",
+            "counter",
+            g(&st.messages_in),
+        ),
+        (
+            "robustmq_mqtt_messages_out_total",
+            "counter",
+            g(&st.messages_out),
+        ),
+        (
+            "robustmq_mqtt_messages_dropped_total",
+            "counter",
+            g(&st.messages_dropped) + s.ctx.dispatcher.dropped(),
+        ),
+        (
+            "robustmq_mqtt_malformed_packets_total",
+            "counter",
+            g(&st.malformed_packets),
+        ),
+    ] {
+        sample(&mut out, name, kind, value);
+    }
     if let Some(k) = &s.kafka {
         k.stats.render(&mut out);
     }

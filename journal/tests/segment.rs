@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{at_offset, kafka_batch, now_ms, split_batches};
-use journal::engine::segment::SegmentLog;
+use journal::engine::segment::{RecoveryReport, SegmentLog};
 use journal::engine::{EngineHooks, ShardLog};
 use journal::{FsyncPolicy, ShardId, ShardSpec};
 use prometheus_client::metrics::histogram::Histogram;
@@ -164,6 +164,29 @@ fn log_file_lengths(dir: &std::path::Path) -> Vec<(u64, u64)> {
     v
 }
 
+/// The active (last) segment file: its path, its length and a handle open for writing.
+fn active_segment(dir: &std::path::Path) -> (std::path::PathBuf, u64, std::fs::File) {
+    let (&(active, len), _) = log_file_lengths(dir).split_last().expect("segments");
+    let path = dir.join(format!("{active:020}.log"));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    (path, len, f)
+}
+
+/// Reopens the log, returning what recovery reported.
+async fn reopen(dir: &std::path::Path, spec: ShardSpec) -> (SegmentLog, RecoveryReport) {
+    SegmentLog::open(
+        ShardId::new("s", 0),
+        dir.to_path_buf(),
+        spec,
+        EngineHooks::default(),
+    )
+    .await
+    .expect("reopen")
+}
+
 async fn read_all(log: &SegmentLog) -> Vec<bytes::Bytes> {
     let mut got = Vec::new();
     let mut next = 0;
@@ -226,22 +249,10 @@ async fn zeros_written_ahead_never_show_in_the_files() {
     drop(log);
 
     // A crash leaves the zeros: recovery cuts them silently and appends go on from the end.
-    let (&(active, len), _) = log_file_lengths(dir.path()).split_last().expect("segments");
-    let path = dir.path().join(format!("{active:020}.log"));
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
+    let (path, len, f) = active_segment(dir.path());
     f.set_len(len + 300_000).expect("extend with zeros");
     drop(f);
-    let (log, report) = SegmentLog::open(
-        ShardId::new("s", 0),
-        dir.path().to_path_buf(),
-        small(),
-        EngineHooks::default(),
-    )
-    .await
-    .expect("reopen");
+    let (log, report) = reopen(dir.path(), small()).await;
     assert!(
         report.truncated.is_none(),
         "a zero tail reported as damage: {:?}",
@@ -257,23 +268,11 @@ async fn zeros_written_ahead_never_show_in_the_files() {
     drop(log);
 
     // Zeros followed by anything else are damage, and are reported.
-    let (&(active, len), _) = log_file_lengths(dir.path()).split_last().expect("segments");
-    let path = dir.path().join(format!("{active:020}.log"));
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
+    let (_, len, f) = active_segment(dir.path());
     use std::os::unix::fs::FileExt;
     f.write_all_at(&[1], len + 5000).expect("write");
     drop(f);
-    let (log, report) = SegmentLog::open(
-        ShardId::new("s", 0),
-        dir.path().to_path_buf(),
-        small(),
-        EngineHooks::default(),
-    )
-    .await
-    .expect("reopen");
+    let (log, report) = reopen(dir.path(), small()).await;
     let (cut, _) = report.truncated.expect("damage not reported");
     assert_eq!(cut, 5001);
     assert_eq!(log.stats().log_end, end);

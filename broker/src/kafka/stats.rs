@@ -83,19 +83,31 @@ impl KafkaStats {
     /// Prometheus text exposition of every counter; APIs never called are left out.
     pub fn render(&self, out: &mut String) {
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let _ = write!(
-            out,
-            "# TYPE robustmq_kafka_connections gauge\nrobustmq_kafka_connections {}\n\
-             # TYPE robustmq_kafka_connections_total counter\nrobustmq_kafka_connections_total {}\n\
-             # TYPE robustmq_kafka_produced_bytes_total counter\nrobustmq_kafka_produced_bytes_total {}\n\
-             # TYPE robustmq_kafka_fetched_bytes_total counter\nrobustmq_kafka_fetched_bytes_total {}\n\
-             # TYPE robustmq_kafka_refused_connections_total counter\nrobustmq_kafka_refused_connections_total {}\n",
-            g(&self.connections),
-            g(&self.connections_total),
-            g(&self.produced_bytes),
-            g(&self.fetched_bytes),
-            g(&self.refused),
-        );
+        for (name, kind, value) in [
+            ("robustmq_kafka_connections", "gauge", g(&self.connections)),
+            (
+                "robustmq_kafka_connections_total",
+                "counter",
+                g(&self.connections_total),
+            ),
+            (
+                "robustmq_kafka_produced_bytes_total",
+                "counter",
+                g(&self.produced_bytes),
+            ),
+            (
+                "robustmq_kafka_fetched_bytes_total",
+                "counter",
+                g(&self.fetched_bytes),
+            ),
+            (
+                "robustmq_kafka_refused_connections_total",
+                "counter",
+                g(&self.refused),
+            ),
+        ] {
+            crate::admin::sample(out, name, kind, value);
+        }
         let called: Vec<(ApiKey, u64, u64)> = self
             .per_api
             .iter()
