@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{at_offset, decode, kafka_batch, now_ms, split_batches};
+use common::{append_one, at_offset, decode, kafka_batch, now_ms, split_batches};
 use journal::engine::memory::MemoryLog;
 use journal::engine::segment::SegmentLog;
 use journal::engine::{EngineHooks, ShardLog, read_wait};
@@ -93,13 +93,6 @@ async fn read_all(log: &dyn ShardLog, from: u64, max_bytes: usize) -> Vec<Bytes>
         next = chunk.next_offset;
     }
     panic!("read_all did not reach the tail");
-}
-
-async fn append_one(log: &dyn ShardLog, b: &Bytes) -> u64 {
-    log.append(vec![b.clone()])
-        .await
-        .expect("append")
-        .base_offset
 }
 
 async fn append_assigns_dense_offsets_and_serves_stored_bytes(env: Env) {

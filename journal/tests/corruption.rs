@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use bytes::Bytes;
-use common::{at_offset, kafka_batch};
+use common::{append_one, at_offset, kafka_batch};
 use journal::engine::segment::SegmentLog;
 use journal::engine::{EngineHooks, ShardLog};
 use journal::{FsyncPolicy, JournalError, ShardId, ShardSpec};
@@ -39,11 +39,7 @@ async fn fill(log: &SegmentLog, n: u64) -> Vec<Bytes> {
     let mut out = Vec::new();
     for i in 0..n {
         let b = kafka_batch(2, 150, 0, i);
-        let off = log
-            .append(vec![b.clone()])
-            .await
-            .expect("append")
-            .base_offset;
+        let off = append_one(log, &b).await;
         out.push(at_offset(&b, off));
     }
     out

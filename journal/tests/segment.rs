@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{at_offset, kafka_batch, now_ms, split_batches};
+use common::{append_one, at_offset, kafka_batch, now_ms, split_batches};
 use journal::engine::segment::{RecoveryReport, SegmentLog};
 use journal::engine::{EngineHooks, ShardLog};
 use journal::{FsyncPolicy, ShardId, ShardSpec};
@@ -77,11 +77,7 @@ async fn lost_or_damaged_index_files_are_rebuilt_from_the_log() {
     let mut expected = Vec::new();
     for i in 0..40u64 {
         let b = kafka_batch(2, 100, 1000 + i as i64, i);
-        let off = log
-            .append(vec![b.clone()])
-            .await
-            .expect("append")
-            .base_offset;
+        let off = append_one(&log, &b).await;
         expected.push(at_offset(&b, off));
     }
     log.close().await.expect("close");
@@ -210,11 +206,7 @@ async fn zeros_written_ahead_never_show_in_the_files() {
     let mut expected = Vec::new();
     let mut append = async |log: &SegmentLog, i: u64| {
         let b = kafka_batch(1, 900, 1000 + i as i64, i);
-        let off = log
-            .append(vec![b.clone()])
-            .await
-            .expect("append")
-            .base_offset;
+        let off = append_one(log, &b).await;
         expected.push(at_offset(&b, off));
     };
     for i in 0..150 {

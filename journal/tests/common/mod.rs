@@ -61,6 +61,14 @@ pub fn at_offset(batch: &Bytes, offset: u64) -> Bytes {
     b.freeze()
 }
 
+/// Appends one batch and returns the offset it was stored at.
+pub async fn append_one(log: &dyn journal::engine::ShardLog, b: &Bytes) -> u64 {
+    log.append(vec![b.clone()])
+        .await
+        .expect("append")
+        .base_offset
+}
+
 /// Splits concatenated batches by their length fields.
 pub fn split_batches(mut b: &[u8]) -> Vec<Bytes> {
     let mut out = Vec::new();
