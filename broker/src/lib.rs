@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod freshness;
 pub mod kafka;
 pub mod meta;
 pub mod mqtt;

@@ -196,17 +196,13 @@ impl TopicRoutes {
         Ok(self.set(&topics))
     }
 
-    /// Keeps the bindings fresh by polling meta every `every`.
+    /// Keeps the bindings fresh: re-read on every topic change in meta and every `every`.
     pub async fn run_refresh(self, meta: MetaClient, every: Duration, cancel: CancellationToken) {
-        while !cancel.is_cancelled() {
-            if let Err(e) = self.refresh(&meta).await {
-                tracing::warn!(error = %e, "refreshing topic bindings");
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
+        let m = meta.clone();
+        crate::freshness::keep_fresh(meta, "topics/", every, cancel, "topic bindings", || {
+            self.refresh(&m)
+        })
+        .await
     }
 }
 

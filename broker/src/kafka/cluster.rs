@@ -13,6 +13,7 @@ use std::time::Duration;
 use robustmq_proto::meta::{ListNodesRequest, NodeRole, NodeState};
 use tokio_util::sync::CancellationToken;
 
+use crate::freshness::keep_fresh;
 use crate::meta::MetaClient;
 
 /// The node label under which a broker registers its advertised Kafka `host:port`.
@@ -176,16 +177,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// Keeps the view fresh: re-read when a broker registers or leaves, and every `every`
+    /// (which is when a lapsed lease is noticed).
     pub async fn run_refresh(self, meta: MetaClient, every: Duration, cancel: CancellationToken) {
-        while !cancel.is_cancelled() {
-            if let Err(e) = self.refresh(&meta).await {
-                tracing::warn!(error = %e, "refreshing Kafka broker list");
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
+        let m = meta.clone();
+        keep_fresh(
+            meta,
+            "nodes/broker/",
+            every,
+            cancel,
+            "Kafka broker list",
+            || self.refresh(&m),
+        )
+        .await
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::freshness::keep_fresh;
 use crate::meta::MetaClient;
 
 /// A topic as Kafka sees it.
@@ -151,16 +152,13 @@ impl Topics {
         Ok(())
     }
 
+    /// Keeps the cache fresh: re-read on every topic change in meta and every `every`.
     pub async fn run_refresh(self, every: Duration, cancel: CancellationToken) {
-        while !cancel.is_cancelled() {
-            if let Err(e) = self.refresh().await {
-                tracing::warn!(error = %e, "refreshing Kafka topics");
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
+        let meta = self.meta.clone();
+        keep_fresh(meta, "topics/", every, cancel, "Kafka topics", || {
+            self.refresh()
+        })
+        .await
     }
 
     pub fn cached(&self, kafka_name: &str) -> Option<KafkaTopic> {

@@ -82,17 +82,13 @@ impl Acl {
         Ok(())
     }
 
-    /// Keeps the rules fresh by polling meta every `every`.
+    /// Keeps the rules fresh: re-read on every ACL change in meta and every `every`.
     pub async fn run_refresh(self, meta: MetaClient, every: Duration, cancel: CancellationToken) {
-        while !cancel.is_cancelled() {
-            if let Err(e) = self.refresh(&meta).await {
-                tracing::warn!(error = %e, "refreshing ACL rules");
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
+        let m = meta.clone();
+        crate::freshness::keep_fresh(meta, "acls/", every, cancel, "ACL rules", || {
+            self.refresh(&m)
+        })
+        .await
     }
 }
 

@@ -8,7 +8,10 @@ Flags and output are described in common.py. librdkafka's asynchronous errors (f
 authentication, unreachable brokers) are collected through error_cb into "errors".
 """
 
+import logging
+import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -36,6 +39,15 @@ def base_config(args, res):
         "socket.timeout.ms": int(min(args.timeout, 30) * 1000),
         "error_cb": lambda err: on_error(res, err),
     }
+    # Opt-in librdkafka debug logs (e.g. E2E_RDKAFKA_DEBUG=cgrp,broker,protocol), one file
+    # per client process under E2E_RDKAFKA_LOG_DIR: how group and metadata races are traced.
+    if os.environ.get("E2E_RDKAFKA_DEBUG"):
+        log_dir = os.environ.get("E2E_RDKAFKA_LOG_DIR", tempfile.gettempdir())
+        log = logging.getLogger(f"rdkafka-{os.getpid()}")
+        log.addHandler(logging.FileHandler(os.path.join(log_dir, f"rdkafka-{args.mode}-{os.getpid()}.log")))
+        log.setLevel(logging.DEBUG)
+        conf["debug"] = os.environ["E2E_RDKAFKA_DEBUG"]
+        conf["logger"] = log
     if args.sasl_mechanism:
         conf.update({
             "security.protocol": "SASL_PLAINTEXT",
