@@ -136,6 +136,14 @@ pub async fn start(
         let _ = follow.await;
     });
 
+    let share = crate::mqtt::share::ShareGroups::new(
+        cfg.node_id,
+        meta.clone(),
+        routes.clone(),
+        dispatcher.clone(),
+    );
+    tasks.spawn(share.clone().run(cancel.clone()));
+
     let acl = crate::mqtt::acl::Acl::new(cfg.acl_allow_if_no_match);
     if let Err(e) = acl.refresh(&meta).await {
         return Err(BrokerError::meta("ListAcls", e));
@@ -156,6 +164,7 @@ pub async fn start(
         appender: Appender::new(storage.clone(), cancel.clone())
             .with_observer(Arc::new(dispatcher.clone())),
         storage,
+        share: share.clone(),
         dispatcher,
         registry: Registry::default(),
         connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),

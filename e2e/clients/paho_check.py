@@ -4,9 +4,10 @@
 Usage: paho_check.py SCENARIO --port PORT --version {3,5} [--qos N]
 Scenarios: pubsub, retained, will, will-delay, persistent (one broker); cross (subscribe
 on --port2, publish on --port); hold and resume (a persistent session held on one broker,
-then resumed on another after the first was killed); acl (after the rules the Rust test adds).
+then resumed on another after the first was killed); acl (after the rules the Rust test adds);
+shared (one broker) and shared-cross (members on --port and --port2).
 Exits 0 when the scenario holds, 1 with a message on stderr when it does not.
-Every wait is bounded; nothing here waits longer than about 15 s.
+Every wait is bounded; nothing here waits longer than about 20 s.
 """
 
 import argparse
@@ -388,6 +389,80 @@ def shared(args):
     print(f"shared v{args.version}: {n} messages split {counts}")
 
 
+def drain(members, n, timeout, quiet=1.0):
+    """Payloads each member got: until `n` in all (or `timeout`), then `quiet` seconds more
+    so that duplicates show."""
+    got = [[] for _ in members]
+    deadline = time.time() + timeout
+    settle = None
+    while time.time() < (settle or deadline):
+        idle = True
+        for i, m in enumerate(members):
+            try:
+                while True:
+                    got[i].append(m.inbox.get_nowait().payload.decode())
+                    idle = False
+            except queue.Empty:
+                pass
+        if settle is None and sum(map(len, got)) >= n:
+            settle = time.time() + quiet
+        if idle:
+            time.sleep(0.02)
+    return got
+
+
+def shared_cross(args):
+    """$share/g/... members on two brokers (--port, --port2). With the membership settled,
+    every message reaches exactly one member and the members on both brokers get some
+    (the group's shards are split between the brokers). Then broker 2's members leave and
+    messages published right away all reach broker 1's members: the shards are handed over
+    at the position where broker 2 stopped, so nothing is lost (some may come twice)."""
+    base = f"e2e/shared-cross/{uuid.uuid4().hex[:8]}"
+    other = argparse.Namespace(**{**vars(args), "port": args.port2})
+    sides = []
+    for a in (args, other):
+        ms = []
+        for _ in range(2):
+            m = client(a)
+            connect(m, a)
+            subscribe(m, f"$share/g/{base}/#", 1)
+            ms.append(m)
+        sides.append(ms)
+    # The brokers follow each other's membership through a meta watch: give it a moment,
+    # since messages published while views differ may be delivered twice.
+    time.sleep(1)
+    pub = client(args)
+    connect(pub, args)
+    n = 200
+    # Many topics, so that records land in every shard of the binding.
+    for i in range(n):
+        pub.publish(f"{base}/{i % 16}", f"s-{i}", qos=1).wait_for_publish(timeout=10)
+    got = drain(sides[0] + sides[1], n, 20)
+    per_broker = [sum(len(g) for g in got[:2]), sum(len(g) for g in got[2:])]
+    payloads = sorted(p for g in got for p in g)
+    if payloads != sorted(f"s-{i}" for i in range(n)):
+        fail(f"shared group across brokers did not get each message exactly once: "
+             f"{len(payloads)} deliveries of {n}, {len(set(payloads))} distinct, per broker {per_broker}")
+    if min(per_broker) == 0:
+        fail(f"the members on one broker got nothing: per broker {per_broker}")
+
+    for m in sides[1]:
+        stop(m)
+    m2 = 100
+    for i in range(m2):
+        pub.publish(f"{base}/{i % 16}", f"h-{i}", qos=1).wait_for_publish(timeout=10)
+    after = drain(sides[0], m2, 20)
+    seen = [p for g in after for p in g]
+    missing = sorted(set(f"h-{i}" for i in range(m2)) - set(seen))
+    if missing:
+        fail(f"{len(missing)} messages lost when broker 2's members left: {missing[:10]}")
+    for m in sides[0] + [pub]:
+        stop(m)
+    print(f"shared-cross v{args.version}: {n} messages split {per_broker} between the brokers "
+          f"(members {[len(g) for g in got]}); after broker 2's members left, {m2} messages "
+          f"reached broker 1's members ({len(seen) - len(set(seen))} twice)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario")
@@ -405,7 +480,7 @@ def main():
     args = ap.parse_args()
     scenarios = {"pubsub": pubsub, "retained": retained, "will": will, "will-delay": will_delay,
                  "persistent": persistent, "cross": cross, "hold": hold, "resume": resume, "acl": acl,
-                 "shared": shared}
+                 "shared": shared, "shared-cross": shared_cross}
     if args.scenario == "will-child":
         will_child(args, args.topic, args.delay)
         return

@@ -461,6 +461,21 @@ async fn split_deployment_delivers_across_brokers_takes_over_and_resumes_after_a
         print!("{out}");
     }
 
+    // A share group with members on both brokers: split, exactly once, handed over.
+    let out = paho_run(
+        &[
+            "shared-cross",
+            "--port",
+            &p1.to_string(),
+            "--port2",
+            &p2.to_string(),
+            "--version",
+            "5",
+        ],
+        "shared subscription across brokers",
+    )?;
+    print!("{out}");
+
     // The same client id connecting to broker 2 ends its connection on broker 1 (0x8E).
     let mut on_first = open(p1, &connect_v5("roamer"))?;
     let _on_second = open(p2, &connect_v5("roamer"))?;

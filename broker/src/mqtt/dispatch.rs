@@ -22,11 +22,12 @@
 //! long-poll read, and while one of our appends is under way it first waits for its
 //! hand-off (once per position, so foreign records are never held up for longer).
 //!
-//! Shared subscriptions (`$share/g/f`) pick one member per record among this broker's
-//! members of the group (by offset, so consecutive records rotate). Balancing a group
-//! across brokers (splitting shards like a consumer group) is not done yet.
+//! Shared subscriptions (`$share/g/f`): a record goes to one of this broker's members of
+//! the group (by offset, so consecutive records rotate), and only on the shards this broker
+//! owns for the group; [`super::share`] splits a group's shards among the brokers holding
+//! members and sets the ownership here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,6 +107,25 @@ struct Table {
     shared: HashSet<u64, ConnIds>,
     /// Reused for each record's candidates, so that dispatching allocates nothing per record.
     scratch: Vec<u64>,
+    /// Per share group and filter, the shards whose records this broker delivers to its
+    /// members of the group (other brokers deliver the rest).
+    share_owned: ShareOwned,
+    /// Share groups whose last local member left, with the positions at that moment: up
+    /// to there the group's records were offered to a member here, so the broker that
+    /// takes the group's shards over starts there.
+    share_left: Vec<(GroupKey, HashMap<ShardKey, u64>)>,
+}
+
+/// A share group and the filter its members subscribed to.
+pub type GroupKey = (String, String);
+
+/// group -> filter -> shards (nested so that lookups by `&str` need no allocation).
+pub type ShareOwned = HashMap<String, HashMap<String, HashSet<ShardKey>>>;
+
+fn groups_of(subs: &[Sub]) -> BTreeSet<GroupKey> {
+    subs.iter()
+        .filter_map(|s| Some((s.share_group.clone()?, s.filter.clone())))
+        .collect()
 }
 
 impl Table {
@@ -120,6 +140,39 @@ impl Table {
                 }
             }
         }
+    }
+
+    fn owns(&self, group: &str, filter: &str, key: &ShardKey) -> bool {
+        self.share_owned
+            .get(group)
+            .and_then(|f| f.get(filter))
+            .is_some_and(|keys| keys.contains(key))
+    }
+
+    fn has_member(&self, g: &GroupKey) -> bool {
+        self.shared.iter().any(|c| {
+            self.sessions.get(c).is_some_and(|e| {
+                e.subs
+                    .iter()
+                    .any(|s| s.share_group.as_ref() == Some(&g.0) && s.filter == g.1)
+            })
+        })
+    }
+
+    fn groups_of_conn(&self, conn: u64) -> BTreeSet<GroupKey> {
+        self.sessions
+            .get(&conn)
+            .map(|e| groups_of(&e.subs))
+            .unwrap_or_default()
+    }
+
+    /// Local share groups across all sessions.
+    fn share_groups(&self) -> BTreeSet<GroupKey> {
+        self.shared
+            .iter()
+            .filter_map(|c| self.sessions.get(c))
+            .flat_map(|e| groups_of(&e.subs))
+            .collect()
     }
 
     fn unindex(&mut self, conn: u64) {
@@ -153,6 +206,8 @@ impl Table {
 
 pub struct Dispatcher {
     table: Mutex<Table>,
+    /// Woken when a share group gains its first or loses its last local member.
+    share_changed: Notify,
     storage: Arc<dyn StorageAdapter>,
     dropped: std::sync::atomic::AtomicU64,
     /// Per shard, this broker's appends under way (shared by its appender and tailer).
@@ -248,6 +303,7 @@ impl Dispatcher {
     pub fn new(storage: Arc<dyn StorageAdapter>) -> Self {
         Dispatcher {
             table: Mutex::new(Table::default()),
+            share_changed: Notify::new(),
             storage,
             dropped: Default::default(),
             local: Mutex::new(HashMap::new()),
@@ -276,8 +332,10 @@ impl Dispatcher {
         subs: Vec<Sub>,
     ) -> HashMap<ShardKey, u64> {
         let mut t = self.lock();
+        let before = t.groups_of_conn(conn);
         t.unindex(conn);
         t.index(conn, &subs);
+        let after = groups_of(&subs);
         t.sessions.insert(
             conn,
             Entry {
@@ -287,6 +345,7 @@ impl Dispatcher {
                 lost: HashMap::new(),
             },
         );
+        self.groups_changed(&mut t, before, after);
         t.positions.clone()
     }
 
@@ -295,10 +354,71 @@ impl Dispatcher {
         if !t.sessions.contains_key(&conn) {
             return;
         }
+        let before = t.groups_of_conn(conn);
         t.unindex(conn);
         t.index(conn, &subs);
+        let after = groups_of(&subs);
         if let Some(e) = t.sessions.get_mut(&conn) {
             e.subs = subs;
+        }
+        self.groups_changed(&mut t, before, after);
+    }
+
+    /// After one connection's share groups went from `before` to `after`: notes groups
+    /// that lost their last local member (and where), and wakes [`super::share`] when
+    /// the set of local groups changed.
+    fn groups_changed(&self, t: &mut Table, before: BTreeSet<GroupKey>, after: BTreeSet<GroupKey>) {
+        if before == after {
+            return;
+        }
+        let mut changed = after.iter().any(|g| !before.contains(g));
+        for g in before.into_iter().filter(|g| !after.contains(g)) {
+            if !t.has_member(&g) {
+                let at = t.positions.clone();
+                t.share_left.push((g, at));
+                changed = true;
+            }
+        }
+        if changed {
+            self.share_changed.notify_one();
+        }
+    }
+
+    /// The share groups this broker's sessions are members of.
+    pub fn share_groups(&self) -> BTreeSet<GroupKey> {
+        self.lock().share_groups()
+    }
+
+    /// Share groups whose last local member left since the last call, each with the
+    /// positions at that moment.
+    pub fn take_share_left(&self) -> Vec<(GroupKey, HashMap<ShardKey, u64>)> {
+        std::mem::take(&mut self.lock().share_left)
+    }
+
+    /// Resolves when a share group gained its first or lost its last local member.
+    pub async fn share_changed(&self) {
+        self.share_changed.notified().await
+    }
+
+    /// Replaces the shards this broker delivers per share group; returns the positions at
+    /// that moment (a gained shard's records from there on are delivered live).
+    pub fn set_share_owned(&self, owned: ShareOwned) -> HashMap<ShardKey, u64> {
+        let mut t = self.lock();
+        t.share_owned = owned;
+        t.positions.clone()
+    }
+
+    /// Offers records of `key` re-read from storage to this broker's members of one
+    /// share group, while it still owns the shard for the group (a hand-over).
+    pub fn offer_share_replay(
+        &self,
+        g: &GroupKey,
+        key: &ShardKey,
+        records: &[(u64, Arc<MqttRecord>)],
+    ) {
+        let t = self.lock();
+        for (offset, record) in records {
+            self.offer_shared(&t, key, *offset, record, Some(g));
         }
     }
 
@@ -312,8 +432,10 @@ impl Dispatcher {
     /// to the first record it lost on shards where it fell behind.
     pub fn detach(&self, conn: u64) -> HashMap<ShardKey, u64> {
         let mut t = self.lock();
+        let before = t.groups_of_conn(conn);
         t.unindex(conn);
         let lost = t.sessions.remove(&conn).map(|e| e.lost).unwrap_or_default();
+        self.groups_changed(&mut t, before, BTreeSet::new());
         let mut positions = t.positions.clone();
         for (k, from) in lost {
             positions.insert(k, from);
@@ -397,6 +519,19 @@ impl Dispatcher {
             }
         }
         t.scratch = candidates;
+        self.offer_shared(t, key, offset, record, None);
+    }
+
+    /// Queues one record for one member of each share group (or only of `only`) that
+    /// matches it, among the groups this broker owns `key` for.
+    fn offer_shared(
+        &self,
+        t: &Table,
+        key: &ShardKey,
+        offset: u64,
+        record: &Arc<MqttRecord>,
+        only: Option<&GroupKey>,
+    ) {
         if t.shared.is_empty() {
             return;
         }
@@ -407,6 +542,8 @@ impl Dispatcher {
             };
             for s in e.subs.iter() {
                 if let Some(g) = &s.share_group
+                    && only.is_none_or(|o| o.0 == *g && o.1 == s.filter)
+                    && t.owns(g, &s.filter, key)
                     && topic::matches(&s.filter, &record.topic)
                 {
                     shared.entry((g, &s.filter)).or_default().push((*conn, s));
@@ -887,6 +1024,7 @@ mod tests {
                 .map(|rx| std::iter::from_fn(|| rx.try_recv().ok()).count())
                 .collect()
         };
+        d.set_share_owned(owned("g", "a/b", std::slice::from_ref(&key)));
         d.dispatch(&key, 0, vec![(0, record(1))], 1);
         assert_eq!(got(&mut rxs), [1, 0, 1, 0, 1]);
 
@@ -900,5 +1038,65 @@ mod tests {
         d.detach(2);
         d.dispatch(&key, 2, vec![(2, record(1))], 3);
         assert_eq!(got(&mut rxs)[2..], [0, 0, 1]);
+    }
+
+    fn owned(group: &str, filter: &str, keys: &[ShardKey]) -> ShareOwned {
+        let mut o = ShareOwned::new();
+        o.entry(group.into())
+            .or_default()
+            .insert(filter.into(), keys.iter().cloned().collect());
+        o
+    }
+
+    #[tokio::test]
+    async fn share_groups_get_only_owned_shards_and_note_where_their_last_member_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dispatcher::new(Arc::new(memory_for_tests(dir.path())));
+        let (mine, theirs): (ShardKey, ShardKey) = (("t".into(), 0), ("t".into(), 1));
+        let opts = qos1_options();
+        let g: GroupKey = ("g".into(), "a/#".into());
+        let (tx1, mut rx1) = mpsc::channel(16);
+        let (tx2, mut rx2) = mpsc::channel(16);
+        d.attach(
+            1,
+            "m1",
+            tx1,
+            vec![Sub::new("$share/g/a/#", &opts, None).unwrap()],
+        );
+        d.attach(
+            2,
+            "m2",
+            tx2,
+            vec![Sub::new("$share/g/a/#", &opts, None).unwrap()],
+        );
+        assert_eq!(d.share_groups(), BTreeSet::from([g.clone()]));
+        d.set_share_owned(owned("g", "a/#", std::slice::from_ref(&mine)));
+        d.dispatch(&mine, 0, (0..4).map(|o| (o, record(1))).collect(), 4);
+        d.dispatch(&theirs, 0, (0..4).map(|o| (o, record(1))).collect(), 4);
+        let offsets = |rx: &mut mpsc::Receiver<Delivery>| -> Vec<(u32, u64)> {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|d| (d.key.1, d.offset))
+                .collect()
+        };
+        // Each record of the owned shard reaches one member, rotating; none of the other.
+        assert_eq!(offsets(&mut rx1), [(0, 0), (0, 2)]);
+        assert_eq!(offsets(&mut rx2), [(0, 1), (0, 3)]);
+
+        // A hand-over replay reaches the group's members only while the shard is owned.
+        d.offer_share_replay(&g, &mine, &[(9, record(1))]);
+        assert_eq!(offsets(&mut rx2), [(0, 9)]);
+        d.offer_share_replay(&g, &theirs, &[(9, record(1))]);
+        assert!(offsets(&mut rx1).is_empty() && offsets(&mut rx2).is_empty());
+
+        // One member leaving changes nothing; the last one leaving is noted with the
+        // positions it left at.
+        d.detach(1);
+        assert!(d.take_share_left().is_empty());
+        d.set_subs(2, vec![]);
+        let left = d.take_share_left();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, g);
+        assert_eq!(left[0].1[&mine], 4);
+        assert!(d.share_groups().is_empty());
     }
 }

@@ -25,6 +25,7 @@ pub mod listener;
 pub mod outbound;
 pub mod registry;
 pub mod session;
+pub mod share;
 pub mod state;
 pub mod sys;
 pub mod takeover;
@@ -71,6 +72,7 @@ pub struct Context {
     pub storage: Arc<dyn StorageAdapter>,
     pub appender: Appender,
     pub dispatcher: Arc<dispatch::Dispatcher>,
+    pub share: Arc<share::ShareGroups>,
     pub registry: registry::Registry,
     pub connections: Arc<Semaphore>,
     pub stats: Stats,

@@ -68,6 +68,15 @@ pub async fn handle(s: &mut Session, sub: Subscribe) -> Flow {
     s.ctx
         .dispatcher
         .set_subs(s.conn_id, s.state.subs.values().cloned().collect());
+    if sub
+        .filters
+        .iter()
+        .any(|f| topic::parse_shared(&f.filter).is_some())
+    {
+        // The group's shards are split among brokers: own ours before the SUBACK, so
+        // that a publish right after it is delivered.
+        s.ctx.share.sync().await;
+    }
     s.dirty = true;
     s.outbox.push(Packet::SubAck(SubAck {
         packet_id: sub.packet_id,
