@@ -27,6 +27,11 @@ pub struct MqttLimits {
     pub max_topic_levels: usize,
     /// Topic aliases a client may set (Topic Alias Maximum in CONNACK).
     pub topic_alias_maximum: u16,
+    /// Topic aliases the broker uses towards a client, at most the client's own Topic
+    /// Alias Maximum; 0 turns outgoing aliases off (for clients that announce a maximum
+    /// but cannot resolve aliases, such as libmosquitto 2.0's `mosquitto_sub -D connect
+    /// topic-alias-maximum N`).
+    pub topic_alias_out: u16,
     /// Largest keep alive accepted, seconds; a larger request is lowered (Server Keep Alive).
     pub max_keep_alive: u16,
     /// Largest session expiry granted, seconds.
@@ -45,6 +50,7 @@ impl Default for MqttLimits {
             max_subscriptions: 256,
             max_topic_levels: 32,
             topic_alias_maximum: 64,
+            topic_alias_out: 64,
             max_keep_alive: 3600,
             max_session_expiry: 7 * 24 * 3600,
             max_queued: 1000,

@@ -686,3 +686,130 @@ async fn keep_alive_is_enforced_at_one_and_a_half_times_and_a_second_connection_
     dir.pass();
     Ok(())
 }
+
+/// Writes one packet (MQTT 5) with the broker's own codec.
+fn send_v5(s: &mut TcpStream, p: &mqtt_codec::Packet) -> Result<()> {
+    let mut buf = bytes::BytesMut::new();
+    p.encode(mqtt_codec::ProtocolVersion::V5, &mut buf)?;
+    s.write_all(&buf)?;
+    Ok(())
+}
+
+/// Reads the next packet (MQTT 5), waiting up to the socket's read timeout.
+fn recv_v5(s: &mut TcpStream, buf: &mut bytes::BytesMut) -> Result<mqtt_codec::Packet> {
+    loop {
+        if let Some(p) = mqtt_codec::decode(buf, mqtt_codec::ProtocolVersion::V5, 1 << 20)? {
+            return Ok(p);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).context("waiting for a packet")?;
+        if n == 0 {
+            bail!("connection closed");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A v5 client that announces Topic Alias Maximum 2 receives each topic in full once,
+/// with an alias, then the alias alone; when both aliases are taken, a new topic takes a
+/// slot over. Resolving the aliases as the client must gives back every topic that
+/// mosquitto_pub published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_topic_aliases_are_used_up_to_the_clients_maximum() -> Result<()> {
+    use mqtt_codec::{
+        Connect, Packet, Properties, ProtocolVersion, QoS, Subscribe, SubscriptionOptions,
+        TopicSubscription,
+    };
+    require("mosquitto_pub");
+    let dir = TestDir::new("mqtt-alias");
+    let mut sa = Standalone::start(&dir, &[]).await?;
+    let mut s = TcpStream::connect(("127.0.0.1", sa.mqtt))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = bytes::BytesMut::new();
+    send_v5(
+        &mut s,
+        &Packet::Connect(Box::new(Connect {
+            protocol_version: ProtocolVersion::V5,
+            clean_start: true,
+            keep_alive: 60,
+            properties: Properties {
+                topic_alias_maximum: Some(2),
+                ..Default::default()
+            },
+            client_id: "aliased".into(),
+            will: None,
+            username: None,
+            password: None,
+        })),
+    )?;
+    let ack = recv_v5(&mut s, &mut buf)?;
+    anyhow::ensure!(
+        matches!(ack, Packet::ConnAck(_)),
+        "CONNACK expected: {ack:?}"
+    );
+    send_v5(
+        &mut s,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Default::default(),
+            filters: vec![TopicSubscription {
+                filter: "alias/#".into(),
+                options: SubscriptionOptions {
+                    qos: QoS::AtMostOnce,
+                    ..Default::default()
+                },
+            }],
+        }),
+    )?;
+    let ack = recv_v5(&mut s, &mut buf)?;
+    anyhow::ensure!(matches!(ack, Packet::SubAck(_)), "SUBACK expected: {ack:?}");
+
+    let topics = ["a", "a", "b", "b", "c", "a", "c"].map(|t| format!("alias/{t}"));
+    for (i, t) in topics.iter().enumerate() {
+        let st = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &sa.mqtt.to_string(), "-V", "5"])
+            .args(["-t", t, "-m", &format!("m{i}")])
+            .status()?;
+        anyhow::ensure!(st.success(), "mosquitto_pub {t}");
+    }
+    let mut client_aliases: std::collections::HashMap<u16, String> = Default::default();
+    let mut wire = Vec::new();
+    for want in &topics {
+        let Packet::Publish(p) = recv_v5(&mut s, &mut buf)? else {
+            bail!("PUBLISH expected");
+        };
+        let alias = p.properties.topic_alias;
+        wire.push((p.topic.clone(), alias));
+        let topic = match alias {
+            Some(a) => {
+                anyhow::ensure!((1..=2).contains(&a), "alias {a} above the maximum 2");
+                if !p.topic.is_empty() {
+                    client_aliases.insert(a, p.topic.clone());
+                }
+                client_aliases
+                    .get(&a)
+                    .cloned()
+                    .with_context(|| format!("alias {a} used before it was set: {wire:?}"))?
+            }
+            None => p.topic.clone(),
+        };
+        anyhow::ensure!(&topic == want, "got {topic}, want {want}: {wire:?}");
+    }
+    let alias_only = wire.iter().filter(|(t, _)| t.is_empty()).count();
+    let s_ = |t: &str| t.to_string();
+    anyhow::ensure!(
+        wire == [
+            (s_("alias/a"), Some(1)),
+            (s_(""), Some(1)),
+            (s_("alias/b"), Some(2)),
+            (s_(""), Some(2)),
+            (s_("alias/c"), Some(1)),
+            (s_("alias/a"), Some(2)),
+            (s_(""), Some(1)),
+        ],
+        "{alias_only} alias-only PUBLISHes: {wire:?}"
+    );
+    sa.stop();
+    dir.pass();
+    Ok(())
+}

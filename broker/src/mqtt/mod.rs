@@ -17,6 +17,7 @@
 //! offset it has not finished, and resumes from there on any broker.
 
 pub mod acl;
+pub mod alias;
 pub mod connection;
 pub mod dispatch;
 pub mod handlers;

@@ -51,6 +51,7 @@ pub struct Session {
     pub out: Outbound,
     pub awaiting_rel: AwaitingRel,
     pub aliases_in: HashMap<u16, String>,
+    pub aliases_out: super::alias::OutAliases,
     /// The largest packet the client accepts (v5 Maximum Packet Size).
     pub client_max_packet: u32,
     /// Packets to write at the next flush.
@@ -103,17 +104,25 @@ impl Session {
     }
 
     /// Writes everything in the outbox. PUBLISHes larger than the client accepts are
-    /// dropped, as MQTT 5 requires.
+    /// dropped, as MQTT 5 requires; the others use topic aliases where the client allows.
     async fn flush(&mut self) -> std::io::Result<()> {
         // Drained rather than taken, so that the outbox keeps its allocation.
         let mut outbox = std::mem::take(&mut self.outbox);
-        for p in outbox.drain(..) {
+        for mut p in outbox.drain(..) {
             if let Packet::Publish(_) = &p {
                 let len = p.encoded_len(self.version);
-                if len > self.client_max_packet as usize {
+                let max = self.client_max_packet as usize;
+                if len > max {
                     Stats::inc(&self.ctx.stats.messages_dropped);
                     tracing::debug!(client_id = %self.client_id, len, "publish larger than the client's maximum dropped");
                     continue;
+                }
+                // Checked against the full topic: a first use, which also carries the
+                // alias, must fit too, or the client would never learn the alias.
+                if len + super::alias::FIRST_USE_OVERHEAD <= max
+                    && let Packet::Publish(publish) = &mut p
+                {
+                    self.aliases_out.apply(publish);
                 }
                 Stats::inc(&self.ctx.stats.messages_out);
             }

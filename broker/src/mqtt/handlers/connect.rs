@@ -256,6 +256,14 @@ async fn establish(
         state,
         out,
         aliases_in: Default::default(),
+        aliases_out: crate::mqtt::alias::OutAliases::new(if c.protocol_version.is_v5() {
+            c.properties
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(limits.topic_alias_out)
+        } else {
+            0
+        }),
         client_max_packet: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
         outbox: Vec::new(),
         registration: Some(registration),
