@@ -5,7 +5,8 @@ Usage: paho_check.py SCENARIO --port PORT --version {3,5} [--qos N]
 Scenarios: pubsub, retained, will, will-delay, persistent (one broker); cross (subscribe
 on --port2, publish on --port); hold and resume (a persistent session held on one broker,
 then resumed on another after the first was killed); acl (after the rules the Rust test adds);
-shared (one broker) and shared-cross (members on --port and --port2).
+shared (one broker) and shared-cross (members on --port and --port2); share-member and
+publish-many (pieces the Rust test runs around a broker crash).
 Exits 0 when the scenario holds, 1 with a message on stderr when it does not.
 Every wait is bounded; nothing here waits longer than about 20 s.
 """
@@ -463,6 +464,32 @@ def shared_cross(args):
           f"reached broker 1's members ({len(seen) - len(set(seen))} twice)")
 
 
+def share_member(args):
+    """A member of $share/crash/{--topic}/#: says 'ready', then prints each payload it gets
+    on its own line for --delay seconds (the Rust test reads them as they come)."""
+    m = client(args)
+    connect(m, args)
+    subscribe(m, f"$share/crash/{args.topic}/#", 1)
+    print("ready", flush=True)
+    deadline = time.time() + args.delay
+    while time.time() < deadline:
+        try:
+            print(m.inbox.get(timeout=0.2).payload.decode(), flush=True)
+        except queue.Empty:
+            pass
+    stop(m)
+
+
+def publish_many(args):
+    """Publishes --count QoS 1 messages k-0.. to {--topic}/{i % 16}."""
+    pub = client(args)
+    connect(pub, args)
+    for i in range(args.count):
+        pub.publish(f"{args.topic}/{i % 16}", f"k-{i}", qos=1).wait_for_publish(timeout=10)
+    stop(pub)
+    print(f"published {args.count}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario")
@@ -472,6 +499,7 @@ def main():
     ap.add_argument("--topic")
     ap.add_argument("--delay", type=int, default=0)
     ap.add_argument("--port2", type=int)
+    ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--client-id", default="")
     ap.add_argument("--ws", action="store_true", help="connect over WebSocket (subprotocol mqtt)")
     ap.add_argument("--cafile", help="connect over TLS, trusting this CA/certificate")
@@ -480,7 +508,8 @@ def main():
     args = ap.parse_args()
     scenarios = {"pubsub": pubsub, "retained": retained, "will": will, "will-delay": will_delay,
                  "persistent": persistent, "cross": cross, "hold": hold, "resume": resume, "acl": acl,
-                 "shared": shared, "shared-cross": shared_cross}
+                 "shared": shared, "shared-cross": shared_cross, "share-member": share_member,
+                 "publish-many": publish_many}
     if args.scenario == "will-child":
         will_child(args, args.topic, args.delay)
         return

@@ -489,6 +489,32 @@ async fn split_deployment_delivers_across_brokers_takes_over_and_resumes_after_a
     // A persistent session lives on broker 1; broker 1 is SIGKILLed (no chance to save
     // anything at disconnect); the session resumes on broker 2 with what was published
     // meanwhile.
+    // A share group with one member on each broker; broker 1 is the one that will die.
+    let crash_member = |port: u16| {
+        Lines::spawn(&[
+            "share-member",
+            "--port",
+            &port.to_string(),
+            "--version",
+            "5",
+            "--topic",
+            "e2e/crash",
+            "--delay",
+            "90",
+        ])
+    };
+    let mut doomed = crash_member(p1)?;
+    let mut survivor = crash_member(p2)?;
+    doomed.wait_for(
+        "the member on broker 1 to subscribe",
+        Duration::from_secs(15),
+        |l| l.iter().any(|x| x == "ready"),
+    )?;
+    survivor.wait_for(
+        "the member on broker 2 to subscribe",
+        Duration::from_secs(15),
+        |l| l.iter().any(|x| x == "ready"),
+    )?;
     let mut holder = Command::new(&py)
         .arg(clients_dir().join("paho_check.py"))
         .args(["hold", "--port", &p1.to_string(), "--version", "5"])
@@ -517,6 +543,26 @@ async fn split_deployment_delivers_across_brokers_takes_over_and_resumes_after_a
     split.brokers[0].proc.kill();
     holder.kill()?;
     holder.wait()?;
+    doomed.stop();
+    // Published right after the crash, while broker 2 still counts broker 1 (its lease
+    // has not lapsed): broker 1's shards of the share group are taken over from broker
+    // 1's cursor once the lease lapses, so these all reach the member on broker 2 (checked
+    // after the session resume below).
+    let out = paho_run(
+        &[
+            "publish-many",
+            "--port",
+            &p2.to_string(),
+            "--version",
+            "5",
+            "--topic",
+            "e2e/crash",
+            "--count",
+            "100",
+        ],
+        "publishing to the share group after broker 1 died",
+    )?;
+    print!("{out}");
     let out = paho_run(
         &[
             "resume",
@@ -530,6 +576,18 @@ async fn split_deployment_delivers_across_brokers_takes_over_and_resumes_after_a
         "resume on broker 2 after broker 1 died",
     )?;
     print!("{out}");
+
+    let want: std::collections::BTreeSet<String> = (0..100).map(|i| format!("k-{i}")).collect();
+    survivor.wait_for(
+        "every message published after the crash at the member on broker 2",
+        Duration::from_secs(45),
+        |lines| want.iter().all(|w| lines.contains(w)),
+    )?;
+    println!(
+        "share group after broker 1 died: all 100 messages reached the member on broker 2 ({} lines)",
+        survivor.lines().len()
+    );
+    survivor.stop();
     split.stop();
     dir.pass();
     Ok(())
@@ -685,6 +743,70 @@ async fn keep_alive_is_enforced_at_one_and_a_half_times_and_a_second_connection_
     sa.stop();
     dir.pass();
     Ok(())
+}
+
+/// A background paho_check.py process whose stdout lines are collected as they come.
+struct Lines {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    fn spawn(args: &[&str]) -> Result<Lines> {
+        let mut child = Command::new(python())
+            .arg(clients_dir().join("paho_check.py"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting paho_check.py {args:?}"))?;
+        let out = child.stdout.take().context("stdout")?;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().expect("lines").push(l);
+            }
+        });
+        Ok(Lines { child, lines })
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// Polls the lines so far until `done` holds, for at most `timeout`.
+    fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[String]) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if done(&self.lines()) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "timed out after {timeout:?} waiting for {what}: {:?}",
+            self.lines()
+        )
+    }
+
+    /// Kills the process (by its pid) and reaps it.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Writes one packet (MQTT 5) with the broker's own codec.

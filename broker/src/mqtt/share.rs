@@ -180,7 +180,14 @@ impl ShareGroups {
             "share group members",
             move || {
                 let me = me.clone();
-                async move { me.read_view().await }
+                async move {
+                    // A broker without members needs no view (it owns nothing); one
+                    // whose first member arrives reads it before taking any shard.
+                    if me.dispatcher.share_groups().is_empty() {
+                        return Ok(());
+                    }
+                    me.read_view().await
+                }
             },
         ));
         let mut routes = self.routes.subscribe();
@@ -281,6 +288,11 @@ impl ShareGroups {
         }
         let local = self.dispatcher.share_groups();
         let left = self.dispatcher.take_share_left();
+        if local.iter().any(|g| !b.registered.contains(g))
+            && let Err(e) = self.read_view().await
+        {
+            tracing::warn!(error = %e, "reading share group members");
+        }
 
         for g in local.difference(&b.registered.clone()) {
             match self.put(&member_key(g, self.me), Vec::new()).await {
@@ -349,7 +361,9 @@ impl ShareGroups {
                 }
                 if let Some(&live) = positions.get(k) {
                     self.take_over(g, k, live).await;
-                    b.written.insert((g.clone(), k.clone()), live);
+                    // At once, not when records first flow: if this broker crashes
+                    // before, the next owner must still know where to start.
+                    self.write_cursor(&mut b, g, k, live).await;
                 }
             }
         }
