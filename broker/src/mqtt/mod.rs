@@ -22,6 +22,7 @@ pub mod dispatch;
 pub mod handlers;
 pub mod ingest;
 pub mod listener;
+pub mod orphans;
 pub mod outbound;
 pub mod registry;
 pub mod session;

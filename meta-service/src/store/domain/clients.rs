@@ -56,6 +56,36 @@ pub(super) fn put_session(s: &mut State, session: &Session) -> MetaResult<Output
     Ok(Output::Session(Pb(session.clone())))
 }
 
+/// [`put_session`] only while `expected_owner` owns the stored session: a write from a
+/// broker that lost the session (another broker claimed it, or took it over from a dead
+/// owner) must not bring it back.
+pub(super) fn update_session(
+    s: &mut State,
+    session: &Session,
+    expected_owner: u64,
+) -> MetaResult<Output> {
+    free_key("client_id", &session.client_id)?;
+    if expected_owner == 0 {
+        return Err(MetaError::invalid(
+            "expected_owner",
+            "must be a broker id (0 means no owner)",
+        ));
+    }
+    let owner = s
+        .get::<Session>(&keys::session(&session.client_id))
+        .map(|stored| stored.owner_broker);
+    if owner != Some(expected_owner) {
+        return Err(MetaError::precondition(match owner {
+            None => format!("session '{}' is not stored", session.client_id),
+            Some(o) => format!(
+                "session '{}' is owned by broker {o}, not {expected_owner}",
+                session.client_id
+            ),
+        }));
+    }
+    put_session(s, session)
+}
+
 /// Makes `broker_id` the owner of the session, returning what was stored before so that
 /// the new owner can resume it and the old owner can be told to let go.
 pub(super) fn claim_session(
@@ -72,6 +102,8 @@ pub(super) fn claim_session(
             disconnected_at_ms: 0,
             expiry_interval_secs: claim.expiry_interval_secs,
             protocol_version: claim.protocol_version,
+            will: claim.will.clone(),
+            will_delay_secs: claim.will_delay_secs,
             ..prev.clone()
         },
         _ => Session {
@@ -79,6 +111,8 @@ pub(super) fn claim_session(
             owner_broker: claim.broker_id,
             expiry_interval_secs: claim.expiry_interval_secs,
             protocol_version: claim.protocol_version,
+            will: claim.will.clone(),
+            will_delay_secs: claim.will_delay_secs,
             ..Session::default()
         },
     };

@@ -1,0 +1,128 @@
+//! Sessions orphaned by a broker that died: their clients were connected to it, so meta
+//! still names it the owner (`disconnected_at_ms == 0`) and nobody will publish their
+//! wills or start their expiry. Every live broker polls meta about once a second; when a
+//! broker's lease has lapsed (its node is EXPIRED in `ListNodes`), it takes each such
+//! session with a write conditional on the dead broker still owning it: the session
+//! becomes disconnected (so that its expiry starts) and loses its will. Only the broker
+//! whose write wins publishes the will, after the will delay (counted from the takeover,
+//! as the moment of the crash is not known) and only if the client has not reconnected
+//! meanwhile (`will::schedule`). A client that reconnects before the sweep claims the
+//! session with its new will, and the conditional write then fails.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use robustmq_proto::meta::{
+    ListNodesRequest, ListSessionsRequest, NodeRole, NodeState, Session, UpdateSessionRequest,
+};
+use tonic::{Code, Status};
+
+use super::{Context, now_ms, will};
+
+/// How often meta is asked for dead brokers.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+pub async fn run(ctx: Arc<Context>) {
+    // Dead brokers whose sessions were all taken: a dead broker cannot claim new ones,
+    // so they are not listed again until it comes back and dies again.
+    let mut swept = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+        }
+        if let Err(e) = sweep(&ctx, &mut swept).await {
+            tracing::warn!(error = %e, "looking for sessions of dead brokers");
+        }
+    }
+}
+
+async fn sweep(ctx: &Arc<Context>, swept: &mut HashSet<u64>) -> Result<(), Status> {
+    let nodes = ctx
+        .meta
+        .client()
+        .list_nodes(ListNodesRequest {
+            role: NodeRole::Broker as i32,
+        })
+        .await?
+        .into_inner()
+        .nodes;
+    let mut dead = Vec::new();
+    let mut self_alive = false;
+    for n in nodes.iter().filter_map(|n| n.node.as_ref()) {
+        if n.state == NodeState::Expired as i32 {
+            dead.push(n.id);
+        } else if n.id == ctx.node_id {
+            self_alive = true;
+        }
+    }
+    swept.retain(|id| dead.contains(id));
+    // A broker that meta does not see alive may be the one cut off: it leaves the
+    // sessions to brokers that are.
+    if !self_alive {
+        return Ok(());
+    }
+    for id in dead {
+        if id == ctx.node_id || swept.contains(&id) {
+            continue;
+        }
+        let sessions = ctx
+            .meta
+            .client()
+            .list_sessions(ListSessionsRequest { owner_broker: id })
+            .await?
+            .into_inner()
+            .sessions;
+        for s in sessions {
+            if s.owner_broker == id && s.disconnected_at_ms == 0 {
+                take(ctx, s, id).await?;
+            }
+        }
+        swept.insert(id);
+    }
+    Ok(())
+}
+
+/// Takes one session from the dead broker `dead`; publishes its will if our write won.
+async fn take(ctx: &Arc<Context>, s: Session, dead: u64) -> Result<(), Status> {
+    let disconnected_at = now_ms();
+    let released = Session {
+        owner_broker: 0,
+        disconnected_at_ms: disconnected_at,
+        will: Bytes::new(),
+        will_delay_secs: 0,
+        ..s.clone()
+    };
+    let r = ctx
+        .meta
+        .client()
+        .update_session(UpdateSessionRequest {
+            session: Some(released),
+            expected_owner: dead,
+        })
+        .await;
+    match r {
+        Ok(_) => {
+            let w = will::from_meta(&s.will);
+            tracing::info!(client_id = %s.client_id, dead_broker = dead, will = w.is_some(), "took the session of a dead broker");
+            if let Some(w) = w {
+                will::schedule(
+                    ctx.clone(),
+                    s.client_id,
+                    w,
+                    s.will_delay_secs,
+                    Some(disconnected_at),
+                );
+            }
+            Ok(())
+        }
+        // Another broker took it first, or the client reconnected: not ours to publish.
+        Err(e) if e.code() == Code::FailedPrecondition => {
+            tracing::debug!(client_id = %s.client_id, dead_broker = dead, "session of a dead broker already taken");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
