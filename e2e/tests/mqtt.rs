@@ -828,3 +828,72 @@ async fn wills_of_clients_whose_broker_was_killed_are_published_once_by_another_
     dir.pass();
     Ok(())
 }
+
+/// Sends SIGSTOP or SIGCONT to one process by its pid.
+fn signal(pid: u32, sig: &str) -> Result<()> {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()?
+        .success();
+    if !ok {
+        bail!("kill {sig} {pid} failed");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_paused_past_its_lease_loses_its_sessions_and_ends_them_with_0x8e() -> Result<()> {
+    require("mosquitto_sub");
+    require("mosquitto_pub");
+    require("stdbuf");
+    let dir = TestDir::new("mqtt-paused-owner");
+    let mut split = Split::start(&dir, 2).await?;
+    let (p1, p2) = (
+        split.brokers[0].mqtt.to_string(),
+        split.brokers[1].mqtt.to_string(),
+    );
+    let subscribed = Duration::from_secs(10);
+    #[rustfmt::skip]
+    let watcher = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p2, "-i", "pause-watcher", "-V", "mqttv5",
+        "-q", "1", "-t", "wills/#", "-v", "-d",
+    ])?;
+    watcher.wait_for("received SUBACK", subscribed)?;
+    // A persistent session on broker 1 (so it checkpoints), with a will.
+    #[rustfmt::skip]
+    let holder = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p1, "-i", "paused-holder", "-V", "mqttv5", "-c", "-x", "60",
+        "-q", "1", "-t", "paused/t", "-d",
+        "--will-topic", "wills/paused", "--will-payload", "gone", "--will-qos", "1",
+    ])?;
+    holder.wait_for("received SUBACK", subscribed)?;
+
+    // Broker 1 stops for longer than its lease: meta expires it and broker 2 takes the
+    // session (and publishes the will), although the connection is still open.
+    let pid = split.brokers[0].proc.pid().context("broker 1 pid")?;
+    signal(pid, "-STOP")?;
+    let will = watcher.message("wills/", Duration::from_secs(25));
+    signal(pid, "-CONT")?;
+    assert_eq!(will?, "wills/paused gone");
+
+    // Back, broker 1 delivers a message to the session; the checkpoint that follows is
+    // refused (the session is no longer its own), so it ends the connection with 0x8E
+    // and does not publish the will a second time.
+    let published = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &p2, "-q", "1", "-t", "paused/t"])
+        .args(["-m", "after-resume"])
+        .status()?;
+    assert!(published.success(), "mosquitto_pub failed");
+    let kicked = holder.wait_for("DISCONNECT", Duration::from_secs(15))?;
+    assert!(kicked.contains("142"), "want reason 0x8E (142): {kicked}");
+    let again: Vec<String> = watcher
+        .collect(Duration::from_secs(3))
+        .into_iter()
+        .filter(|l| l.starts_with("wills/"))
+        .collect();
+    assert!(again.is_empty(), "will published again: {again:?}");
+    drop((holder, watcher));
+    split.stop();
+    dir.pass();
+    Ok(())
+}
