@@ -897,3 +897,58 @@ async fn a_broker_paused_past_its_lease_loses_its_sessions_and_ends_them_with_0x
     dir.pass();
     Ok(())
 }
+
+/// A v5 CONNECT with clean start, keep alive 60 and a QoS 1 will.
+fn connect_v5_with_will(client_id: &str, topic: &str, payload: &str) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    // Flags: clean start (0x02), will (0x04), will QoS 1 (0x08); no CONNECT properties.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x0E, 0, 60, 0];
+    string(&mut body, client_id);
+    body.push(0); // no will properties
+    string(&mut body, topic);
+    string(&mut body, payload);
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend(body);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_under_its_id_publishes_the_wills_its_earlier_run_left() -> Result<()> {
+    require("mosquitto_sub");
+    require("stdbuf");
+    let dir = TestDir::new("mqtt-restarted-owner");
+    let mut split = Split::start(&dir, 2).await?;
+    let p2 = split.brokers[1].mqtt.to_string();
+    #[rustfmt::skip]
+    let watcher = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p2, "-i", "restart-watcher", "-V", "mqttv5",
+        "-q", "1", "-t", "wills/#", "-v", "-d",
+    ])?;
+    watcher.wait_for("received SUBACK", Duration::from_secs(10))?;
+    let client = open(
+        split.brokers[0].mqtt,
+        &connect_v5_with_will("restart-holder", "wills/restart", "gone"),
+    )?;
+
+    // SIGKILL and start again at once: broker 1 registers again well within its lease
+    // (10 s), so no broker ever sees it dead; its new run takes what the old one left.
+    let b1 = &mut split.brokers[0];
+    b1.proc.kill();
+    b1.proc.start()?;
+    e2e::robustmq::wait_ready("broker 1 /readyz", &b1.admin).await?;
+    let will = watcher.message("wills/", Duration::from_secs(8))?;
+    assert_eq!(will, "wills/restart gone");
+    let again: Vec<String> = watcher
+        .collect(Duration::from_secs(3))
+        .into_iter()
+        .filter(|l| l.starts_with("wills/"))
+        .collect();
+    assert!(again.is_empty(), "will published again: {again:?}");
+    drop((client, watcher));
+    split.stop();
+    dir.pass();
+    Ok(())
+}

@@ -2,12 +2,17 @@
 //! still names it the owner (`disconnected_at_ms == 0`) and nobody will publish their
 //! wills or start their expiry. Every live broker polls meta about once a second; when a
 //! broker's lease has lapsed (its node is EXPIRED in `ListNodes`), it takes each such
-//! session with a write conditional on the dead broker still owning it: the session
-//! becomes disconnected (so that its expiry starts) and loses its will. Only the broker
-//! whose write wins publishes the will, after the will delay (counted from the takeover,
-//! as the moment of the crash is not known) and only if the client has not reconnected
-//! meanwhile (`will::schedule`). A client that reconnects before the sweep claims the
-//! session with its new will, and the conditional write then fails.
+//! session with a write conditional on the dead broker (and the run of it, the epoch)
+//! still owning it: the session becomes disconnected (so that its expiry starts) and
+//! loses its will. Only the broker whose write wins publishes the will, after the will
+//! delay (counted from the takeover, as the moment of the crash is not known) and only
+//! if the client has not reconnected meanwhile (`will::schedule`). A client that
+//! reconnects before the sweep claims the session with its new will, and the
+//! conditional write then fails.
+//!
+//! A broker restarted under the same node id before its lease lapsed is never seen dead:
+//! once after starting, it takes the connected sessions that an earlier run of its own
+//! (another epoch) left in meta.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,21 +30,29 @@ use super::{Context, now_ms, will};
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(ctx: Arc<Context>) {
-    // Dead brokers whose sessions were all taken: a dead broker cannot claim new ones,
-    // so they are not listed again until it comes back and dies again.
-    let mut swept = HashSet::new();
+    let mut state = Swept::default();
     loop {
         tokio::select! {
             _ = ctx.cancel.cancelled() => return,
             _ = tokio::time::sleep(POLL_EVERY) => {}
         }
-        if let Err(e) = sweep(&ctx, &mut swept).await {
+        if let Err(e) = sweep(&ctx, &mut state).await {
             tracing::warn!(error = %e, "looking for sessions of dead brokers");
         }
     }
 }
 
-async fn sweep(ctx: &Arc<Context>, swept: &mut HashSet<u64>) -> Result<(), Status> {
+/// What needs no second look.
+#[derive(Default)]
+struct Swept {
+    /// Dead brokers whose sessions were all taken: a dead broker cannot claim new ones,
+    /// so they are not listed again until it comes back and dies again.
+    dead: HashSet<u64>,
+    /// The sessions of this broker's earlier runs were taken.
+    earlier_runs: bool,
+}
+
+async fn sweep(ctx: &Arc<Context>, swept: &mut Swept) -> Result<(), Status> {
     let nodes = ctx
         .meta
         .client()
@@ -58,38 +71,63 @@ async fn sweep(ctx: &Arc<Context>, swept: &mut HashSet<u64>) -> Result<(), Statu
             self_alive = true;
         }
     }
-    swept.retain(|id| dead.contains(id));
+    swept.dead.retain(|id| dead.contains(id));
     // A broker that meta does not see alive may be the one cut off: it leaves the
     // sessions to brokers that are.
     if !self_alive {
         return Ok(());
     }
+    if !swept.earlier_runs {
+        let epoch = ctx.registry.epoch();
+        // Epoch 0: claimed before brokers had epochs; left to the client's reconnect, as
+        // a write expecting "any epoch" could undo a claim of this run.
+        take_all(ctx, ctx.node_id, |s| {
+            s.owner_epoch != 0 && s.owner_epoch != epoch
+        })
+        .await?;
+        swept.earlier_runs = true;
+    }
     for id in dead {
-        if id == ctx.node_id || swept.contains(&id) {
+        if id == ctx.node_id || swept.dead.contains(&id) {
             continue;
         }
-        let sessions = ctx
-            .meta
-            .client()
-            .list_sessions(ListSessionsRequest { owner_broker: id })
-            .await?
-            .into_inner()
-            .sessions;
-        for s in sessions {
-            if s.owner_broker == id && s.disconnected_at_ms == 0 {
-                take(ctx, s, id).await?;
-            }
-        }
-        swept.insert(id);
+        take_all(ctx, id, |_| true).await?;
+        swept.dead.insert(id);
     }
     Ok(())
 }
 
-/// Takes one session from the dead broker `dead`; publishes its will if our write won.
-async fn take(ctx: &Arc<Context>, s: Session, dead: u64) -> Result<(), Status> {
+/// Takes every connected session `owner` holds in meta that `orphaned` selects.
+async fn take_all(
+    ctx: &Arc<Context>,
+    owner: u64,
+    orphaned: impl Fn(&Session) -> bool,
+) -> Result<(), Status> {
+    let sessions = ctx
+        .meta
+        .client()
+        .list_sessions(ListSessionsRequest {
+            owner_broker: owner,
+        })
+        .await?
+        .into_inner()
+        .sessions;
+    for s in sessions {
+        if s.owner_broker == owner && s.disconnected_at_ms == 0 && orphaned(&s) {
+            take(ctx, s).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes one session from the owner (and run) it names; publishes its will if our
+/// write won.
+async fn take(ctx: &Arc<Context>, s: Session) -> Result<(), Status> {
+    let (owner, epoch) = (s.owner_broker, s.owner_epoch);
     let disconnected_at = now_ms();
     let released = Session {
         owner_broker: 0,
+        owner_epoch: 0,
         disconnected_at_ms: disconnected_at,
         will: Bytes::new(),
         will_delay_secs: 0,
@@ -100,13 +138,14 @@ async fn take(ctx: &Arc<Context>, s: Session, dead: u64) -> Result<(), Status> {
         .client()
         .update_session(UpdateSessionRequest {
             session: Some(released),
-            expected_owner: dead,
+            expected_owner: owner,
+            expected_epoch: epoch,
         })
         .await;
     match r {
         Ok(_) => {
             let w = will::from_meta(&s.will);
-            tracing::info!(client_id = %s.client_id, dead_broker = dead, will = w.is_some(), "took the session of a dead broker");
+            tracing::info!(client_id = %s.client_id, owner, epoch, will = w.is_some(), "took a session its dead (or earlier) owner left connected");
             if let Some(w) = w {
                 will::schedule(
                     ctx.clone(),
@@ -120,7 +159,7 @@ async fn take(ctx: &Arc<Context>, s: Session, dead: u64) -> Result<(), Status> {
         }
         // Another broker took it first, or the client reconnected: not ours to publish.
         Err(e) if e.code() == Code::FailedPrecondition => {
-            tracing::debug!(client_id = %s.client_id, dead_broker = dead, "session of a dead broker already taken");
+            tracing::debug!(client_id = %s.client_id, owner, "orphaned session already taken or reclaimed");
             Ok(())
         }
         Err(e) => Err(e),

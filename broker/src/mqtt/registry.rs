@@ -1,7 +1,8 @@
 //! [`Registry`]: the live connections of this broker by client id, so that a second
 //! connection with the same client id takes the session over (the first is told to end
 //! with 0x8E and its state is saved before the new one claims it), and the will messages
-//! waiting out their delay, so that a reconnect within the delay cancels them.
+//! waiting out their delay, so that a reconnect within the delay cancels them. It also
+//! holds this run's epoch, which tells its sessions in meta from an earlier run's.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,14 +46,32 @@ pub struct Registration {
     pub done: oneshot::Sender<()>,
 }
 
-#[derive(Default)]
 pub struct Registry {
     live: Mutex<HashMap<String, Live>>,
     wills: Mutex<HashMap<String, (u64, CancellationToken)>>,
     next_conn: AtomicU64,
+    epoch: u64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            live: Mutex::default(),
+            wills: Mutex::default(),
+            next_conn: AtomicU64::new(0),
+            // Non-zero: meta treats an expected epoch of 0 as "any".
+            epoch: rand::random::<u64>().max(1),
+        }
+    }
 }
 
 impl Registry {
+    /// This run of the broker: claims and session writes carry it, so that sessions
+    /// claimed by an earlier run under the same node id are told apart (`orphans`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }

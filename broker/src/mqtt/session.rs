@@ -4,8 +4,9 @@
 //!
 //! When the loop ends, the session detaches from the dispatcher, works out per shard the
 //! first offset it has not finished (the smaller of the dispatcher's position and any
-//! message still inflight or queued), saves that to meta if the session outlives the
-//! connection, and publishes the will unless the client said goodbye with 0x00.
+//! message still inflight or queued), saves that to meta as disconnected (which starts
+//! the session expiry; meta's next sweep removes a session with expiry 0), and publishes
+//! the will unless the client said goodbye with 0x00.
 //!
 //! Every write of the session to meta is conditional on this broker still owning it
 //! (`UpdateSession`): a refused checkpoint means another broker claimed the session (or
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt_codec::{Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode};
-use robustmq_proto::meta::{self, NameRequest, UpdateSessionRequest};
+use robustmq_proto::meta::{self, UpdateSessionRequest};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
@@ -290,6 +291,7 @@ impl Session {
             owner,
         );
         if owner != 0 {
+            s.owner_epoch = self.ctx.registry.epoch();
             (s.will, s.will_delay_secs) = will::to_meta(self.will.as_ref(), self.expiry_secs);
         }
         s
@@ -300,6 +302,7 @@ impl Session {
         let req = UpdateSessionRequest {
             session: Some(session),
             expected_owner: self.ctx.node_id,
+            expected_epoch: self.ctx.registry.epoch(),
         };
         match self.ctx.meta.client().update_session(req).await {
             Ok(_) => Saved::Done,
@@ -334,7 +337,7 @@ impl Session {
         saved
     }
 
-    /// Saves or drops the session state, publishes the will, unregisters.
+    /// Saves the session as disconnected, publishes the will, unregisters.
     async fn finish(mut self, send_will: bool) {
         let ctx = self.ctx.clone();
         let positions = ctx.dispatcher.detach(self.conn_id);
@@ -350,15 +353,17 @@ impl Session {
         self.state.inflight.out = self.out.saved();
         self.state.inflight.awaiting_rel = self.awaiting_rel.iter().copied().collect();
 
-        let mut meta = ctx.meta.client();
         // The disconnect time we wrote, so that a delayed will can tell a later
         // connection apart.
         let mut disconnected_at = None;
         if self.claimed_elsewhere {
             // The new owner resumed from our last checkpoint; writing now would undo its
             // claim (and meta would refuse it anyway).
-        } else if self.expiry_secs > 0 {
-            // No will in this write: from here on this broker alone publishes it.
+        } else {
+            // Written as disconnected, also with expiry 0 (meta's sweep then removes it):
+            // unlike a delete, this write cannot remove a session another broker has
+            // claimed meanwhile. No will in it: from here on this broker alone publishes
+            // the will.
             let s = self.to_meta(0);
             let at = s.disconnected_at_ms;
             match self.save(s).await {
@@ -369,14 +374,6 @@ impl Session {
                 }
                 Saved::Failed => {}
             }
-        } else if let Err(e) = meta
-            .delete_session(NameRequest {
-                name: self.client_id.clone(),
-            })
-            .await
-            && e.code() != tonic::Code::NotFound
-        {
-            tracing::warn!(client_id = %self.client_id, error = %e, "deleting session");
         }
         if send_will && let Some(w) = self.will.take() {
             let delay = will::delay_secs(&w, self.expiry_secs);

@@ -495,6 +495,7 @@ impl MetaService for MetaGrpc {
             .write(Command::UpdateSession {
                 session: Pb(session),
                 expected_owner: req.expected_owner,
+                expected_epoch: req.expected_epoch,
             })
             .await?
         {

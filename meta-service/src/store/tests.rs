@@ -301,6 +301,7 @@ fn claim_c1(broker: u64, will: &[u8]) -> Command {
             protocol_version: 5,
             will: will.to_vec().into(),
             will_delay_secs: 3,
+            broker_epoch: 10 * broker,
             ..Default::default()
         }),
     }
@@ -310,6 +311,7 @@ fn update(session: Session, expected_owner: u64) -> Command {
     Command::UpdateSession {
         session: Pb(session),
         expected_owner,
+        expected_epoch: 0,
     }
 }
 
@@ -410,6 +412,50 @@ fn the_will_of_a_dead_owner_is_taken_exactly_once_and_a_reconnect_replaces_it() 
             .unwrap()
             .will
             .is_empty()
+    );
+}
+
+#[test]
+fn a_broker_restarted_under_the_same_id_takes_its_earlier_runs_sessions_once() {
+    let mut s = State::new(100);
+    // Broker 1's first run (epoch 10) claimed the session, then broker 1 restarted with
+    // epoch 11 before its lease lapsed.
+    let Output::Claimed { current, .. } = apply(&mut s, 0, claim_c1(1, b"w")).unwrap() else {
+        panic!("claimed")
+    };
+    assert_eq!(current.0.owner_epoch, 10);
+    let conditional = |session: Session, epoch| Command::UpdateSession {
+        session: Pb(session),
+        expected_owner: 1,
+        expected_epoch: epoch,
+    };
+    let mut released = current.0.clone();
+    released.owner_broker = 0;
+    released.owner_epoch = 0;
+    released.disconnected_at_ms = 500;
+    released.will.clear();
+    let e = apply(&mut s, 500, conditional(released.clone(), 11)).unwrap_err();
+    assert!(
+        matches!(&e, MetaError::FailedPrecondition(m) if m.contains("epoch 10")),
+        "{e:?}"
+    );
+    apply(&mut s, 500, conditional(released.clone(), 10)).expect("the earlier run's epoch");
+    assert!(
+        apply(&mut s, 501, conditional(released, 10)).is_err(),
+        "once"
+    );
+
+    // A reconnect to the new run claims it with epoch 11; a late release aimed at the
+    // earlier run is refused then, too.
+    let mut reclaim = claim_c1(1, b"w");
+    if let Command::ClaimSession { claim } = &mut reclaim {
+        claim.0.broker_epoch = 11;
+    }
+    apply(&mut s, 600, reclaim).unwrap();
+    assert!(apply(&mut s, 700, conditional(current.0, 10)).is_err());
+    assert_eq!(
+        s.get::<Session>(&keys::session("c1")).unwrap().owner_epoch,
+        11
     );
 }
 

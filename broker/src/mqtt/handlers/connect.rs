@@ -195,6 +195,7 @@ async fn establish(
             protocol_version: c.protocol_version.level() as u32,
             will,
             will_delay_secs,
+            broker_epoch: ctx.registry.epoch(),
         })
         .await;
     let previous = match claim {

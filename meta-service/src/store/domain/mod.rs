@@ -58,7 +58,8 @@ pub(super) fn apply(s: &mut State, cmd: &Command, now_ms: u64) -> MetaResult<Out
         Command::UpdateSession {
             session,
             expected_owner,
-        } => clients::update_session(s, &session.0, *expected_owner),
+            expected_epoch,
+        } => clients::update_session(s, &session.0, *expected_owner, *expected_epoch),
     }
 }
 
