@@ -125,9 +125,10 @@ async fn take_all(
 async fn take(ctx: &Arc<Context>, s: Session) -> Result<(), Status> {
     let (owner, epoch) = (s.owner_broker, s.owner_epoch);
     let disconnected_at = now_ms();
+    // The epoch stays: it tells the owner's run, if it still runs (paused past its lease),
+    // that the session was taken from it (`takeover`).
     let released = Session {
         owner_broker: 0,
-        owner_epoch: 0,
         disconnected_at_ms: disconnected_at,
         will: Bytes::new(),
         will_delay_secs: 0,

@@ -18,6 +18,9 @@ pub enum Kick {
     Local,
     /// Another broker already claimed the session in meta: we must not write it again.
     Remote,
+    /// Another broker took the session from this run as from a dead broker (we were
+    /// paused past our lease): it also published the will, so we must not.
+    Taken,
 }
 
 struct Live {
@@ -114,15 +117,16 @@ impl Registry {
         }
     }
 
-    /// Ends the live connection of `client_id` because another broker claimed its session.
-    pub fn kick_remote(&self, client_id: &str) -> bool {
+    /// Ends the live connection of `client_id` because another broker claimed its
+    /// session (`how` is [`Kick::Remote`] or [`Kick::Taken`]).
+    pub fn kick_remote(&self, client_id: &str, how: Kick) -> bool {
         let live = self
             .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(client_id);
         match live {
-            Some(l) => l.kick.send(Kick::Remote).is_ok(),
+            Some(l) => l.kick.send(how).is_ok(),
             None => false,
         }
     }
@@ -197,10 +201,13 @@ mod tests {
     async fn remote_claim_kicks_with_remote() {
         let r = Registry::default();
         let (reg, _) = r.register("c", 1);
-        assert!(r.kick_remote("c"));
+        assert!(r.kick_remote("c", Kick::Remote));
         assert_eq!(reg.kicked.await.unwrap(), Kick::Remote);
         assert!(!r.is_live("c"));
-        assert!(!r.kick_remote("c"));
+        assert!(!r.kick_remote("c", Kick::Taken));
+        let (reg, _) = r.register("c", 2);
+        assert!(r.kick_remote("c", Kick::Taken));
+        assert_eq!(reg.kicked.await.unwrap(), Kick::Taken);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::connection::{Connection, ReadError};
 use super::dispatch::Delivery;
 use super::outbound::{OutMsg, Outbound};
-use super::registry::Registration;
+use super::registry::{Kick, Registration};
 use super::state::{AwaitingRel, Persistent, ShardKey};
 use super::{Context, Stats, handlers, will};
 
@@ -187,7 +187,11 @@ impl Session {
             tokio::select! {
                 _ = &mut cancelled => break End::Server(Some(ReasonCode::SERVER_SHUTTING_DOWN)),
                 k = &mut reg.kicked => {
-                    self.claimed_elsewhere = matches!(k, Ok(super::registry::Kick::Remote));
+                    match k {
+                        Ok(Kick::Remote) => self.claimed_elsewhere = true,
+                        Ok(Kick::Taken) => self.lost_ownership(),
+                        Ok(Kick::Local) | Err(_) => {}
+                    }
                     tracing::info!(client_id = %self.client_id, remote = self.claimed_elsewhere, "session taken over");
                     break End::Server(Some(ReasonCode::SESSION_TAKEN_OVER));
                 }
