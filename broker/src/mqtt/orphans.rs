@@ -8,7 +8,10 @@
 //! delay (counted from the takeover, as the moment of the crash is not known) and only
 //! if the client has not reconnected meanwhile (`will::schedule`). A client that
 //! reconnects before the sweep claims the session with its new will, and the
-//! conditional write then fails.
+//! conditional write then fails. The taker leaves the owner's epoch in the session, so
+//! that the owner, if it still runs (paused past its lease), sees in its session watch
+//! that the session was taken from it (`takeover`). Only EXPIRED brokers are looked
+//! for: one removed from meta (UnregisterNode, which brokers never call) is not.
 //!
 //! A broker restarted under the same node id before its lease lapsed is never seen dead:
 //! once after starting, it takes the connected sessions that an earlier run of its own
