@@ -217,6 +217,7 @@ pub async fn start(
         tasks.clone(),
     ));
     tasks.spawn(crate::mqtt::takeover::run(ctx.clone()));
+    tasks.spawn(crate::mqtt::orphans::run(ctx.clone()));
     if cfg.sys_interval_ms > 0 {
         tasks.spawn(crate::mqtt::sys::run(
             ctx.clone(),

@@ -935,3 +935,299 @@ async fn outgoing_topic_aliases_are_used_up_to_the_clients_maximum() -> Result<(
     dir.pass();
     Ok(())
 }
+
+/// A mosquitto client whose output lines arrive on a channel as they are printed.
+struct LineClient {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl LineClient {
+    fn spawn(program: &str, args: &[&str]) -> Result<LineClient> {
+        // Line-buffered: mosquitto's debug lines are otherwise held back in a pipe.
+        let mut child = Command::new("stdbuf")
+            .arg("-oL")
+            .arg(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        let out = child.stdout.take().context("client stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(LineClient { child, lines })
+    }
+
+    /// The next line containing `needle`, or an error after `timeout`.
+    fn wait_for(&self, needle: &str, timeout: Duration) -> Result<String> {
+        self.wait_until(|l| l.contains(needle), needle, timeout)
+    }
+
+    /// The next line starting with `prefix` (`-v` prints messages as "topic payload").
+    fn message(&self, prefix: &str, timeout: Duration) -> Result<String> {
+        self.wait_until(|l| l.starts_with(prefix), prefix, timeout)
+    }
+
+    fn wait_until(
+        &self,
+        want: impl Fn(&str) -> bool,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if want(&l) => return Ok(l),
+                Ok(_) => {}
+                Err(_) => bail!("no line with {what:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Every line printed within `window`.
+    fn collect(&self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        let mut got = Vec::new();
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            got.push(l);
+        }
+        got
+    }
+}
+
+impl Drop for LineClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wills_of_clients_whose_broker_was_killed_are_published_once_by_another_broker()
+-> Result<()> {
+    require("mosquitto_sub");
+    require("stdbuf");
+    let dir = TestDir::new("mqtt-orphan-wills");
+    let mut split = Split::start(&dir, 2).await?;
+    let (p1, p2) = (
+        split.brokers[0].mqtt.to_string(),
+        split.brokers[1].mqtt.to_string(),
+    );
+    let subscribed = Duration::from_secs(10);
+
+    #[rustfmt::skip]
+    let watcher = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p2, "-i", "will-watcher", "-V", "mqttv5",
+        "-q", "1", "-t", "wills/#", "-v", "-d",
+    ])?;
+    watcher.wait_for("received SUBACK", subscribed)?;
+    // Two clients with QoS 1 wills on broker 1: MQTT 3.1.1 without a session, and MQTT 5
+    // with a 60 s session and a will delay of 2 s.
+    #[rustfmt::skip]
+    let v311 = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p1, "-i", "will-v311", "-V", "mqttv311",
+        "-q", "1", "-t", "idle/v311", "-d",
+        "--will-topic", "wills/v311", "--will-payload", "gone-v311", "--will-qos", "1",
+    ])?;
+    v311.wait_for("received SUBACK", subscribed)?;
+    #[rustfmt::skip]
+    let v5 = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p1, "-i", "will-v5", "-V", "mqttv5", "-c", "-x", "60",
+        "-q", "1", "-t", "idle/v5", "-d",
+        "--will-topic", "wills/v5", "--will-payload", "gone-v5", "--will-qos", "1",
+        "-D", "will", "will-delay-interval", "2",
+    ])?;
+    v5.wait_for("received SUBACK", subscribed)?;
+
+    // SIGKILL: broker 1 writes nothing more. Its lease (10 s) lapses, broker 2's sweeper
+    // (1 s) takes both sessions and publishes both wills, the MQTT 5 one 2 s later.
+    split.brokers[0].proc.kill();
+    let killed = Instant::now();
+    let bound = Duration::from_secs(25);
+    let first = watcher.message("wills/", bound)?;
+    let second = watcher.message("wills/", bound.saturating_sub(killed.elapsed()))?;
+    let took = killed.elapsed();
+    // Nothing more: each will is published once.
+    let late: Vec<String> = watcher
+        .collect(Duration::from_secs(3))
+        .into_iter()
+        .filter(|l| l.starts_with("wills/"))
+        .collect();
+    let mut wills = vec![first, second];
+    wills.sort();
+    assert_eq!(
+        wills,
+        ["wills/v311 gone-v311", "wills/v5 gone-v5"],
+        "wills after broker 1 died"
+    );
+    assert!(late.is_empty(), "wills published again: {late:?}");
+    println!("both wills arrived {took:?} after broker 1 was killed");
+
+    // The persistent session is disconnected now: its expiry clock runs.
+    let mut meta = e2e::meta::client(&split.meta_addr).await?;
+    let s = meta
+        .get_session(robustmq_proto::meta::NameRequest {
+            name: "will-v5".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(s.owner_broker, 0, "{s:?}");
+    assert_ne!(s.disconnected_at_ms, 0, "{s:?}");
+    assert!(s.will.is_empty(), "{s:?}");
+    drop((v311, v5, watcher));
+    split.stop();
+    dir.pass();
+    Ok(())
+}
+
+/// Sends SIGSTOP or SIGCONT to one process by its pid.
+fn signal(pid: u32, sig: &str) -> Result<()> {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()?
+        .success();
+    if !ok {
+        bail!("kill {sig} {pid} failed");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_paused_past_its_lease_loses_its_sessions_and_ends_them_with_0x8e() -> Result<()> {
+    require("mosquitto_sub");
+    require("mosquitto_pub");
+    require("stdbuf");
+    let dir = TestDir::new("mqtt-paused-owner");
+    let mut split = Split::start(&dir, 2).await?;
+    let (p1, p2) = (
+        split.brokers[0].mqtt.to_string(),
+        split.brokers[1].mqtt.to_string(),
+    );
+    let subscribed = Duration::from_secs(10);
+    #[rustfmt::skip]
+    let watcher = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p2, "-i", "pause-watcher", "-V", "mqttv5",
+        "-q", "1", "-t", "wills/#", "-v", "-d",
+    ])?;
+    watcher.wait_for("received SUBACK", subscribed)?;
+    // A persistent session on broker 1 (so it checkpoints), with a will.
+    #[rustfmt::skip]
+    let holder = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p1, "-i", "paused-holder", "-V", "mqttv5", "-c", "-x", "60",
+        "-q", "1", "-t", "paused/t", "-d",
+        "--will-topic", "wills/paused", "--will-payload", "gone", "--will-qos", "1",
+    ])?;
+    holder.wait_for("received SUBACK", subscribed)?;
+    // And one with session expiry 0, which never checkpoints.
+    #[rustfmt::skip]
+    let clean = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p1, "-i", "paused-clean", "-V", "mqttv5",
+        "-q", "1", "-t", "paused/t", "-d",
+        "--will-topic", "wills/paused-clean", "--will-payload", "gone", "--will-qos", "1",
+    ])?;
+    clean.wait_for("received SUBACK", subscribed)?;
+
+    // Broker 1 stops for longer than its lease: meta expires it and broker 2 takes the
+    // sessions (and publishes the wills), although the connections are still open.
+    let pid = split.brokers[0].proc.pid().context("broker 1 pid")?;
+    signal(pid, "-STOP")?;
+    let bound = Duration::from_secs(25);
+    let first = watcher.message("wills/", bound);
+    let second = watcher.message("wills/", Duration::from_secs(5));
+    signal(pid, "-CONT")?;
+    let mut wills = vec![first?, second?];
+    wills.sort();
+    assert_eq!(wills, ["wills/paused gone", "wills/paused-clean gone"]);
+
+    // Back, broker 1 sees through its session watch that both sessions were taken from
+    // it and ends both connections with 0x8E, without publishing the wills again. The
+    // persistent one would also learn it from its next checkpoint, which meta refuses:
+    // a delivery makes one due.
+    let published = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &p2, "-q", "1", "-t", "paused/t"])
+        .args(["-m", "after-resume"])
+        .status()?;
+    assert!(published.success(), "mosquitto_pub failed");
+    for c in [&holder, &clean] {
+        let kicked = c.wait_for("DISCONNECT", Duration::from_secs(15))?;
+        assert!(kicked.contains("142"), "want reason 0x8E (142): {kicked}");
+    }
+    let again: Vec<String> = watcher
+        .collect(Duration::from_secs(3))
+        .into_iter()
+        .filter(|l| l.starts_with("wills/"))
+        .collect();
+    assert!(again.is_empty(), "will published again: {again:?}");
+    drop((holder, clean, watcher));
+    split.stop();
+    dir.pass();
+    Ok(())
+}
+
+/// A v5 CONNECT with clean start, keep alive 60 and a QoS 1 will.
+fn connect_v5_with_will(client_id: &str, topic: &str, payload: &str) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    // Flags: clean start (0x02), will (0x04), will QoS 1 (0x08); no CONNECT properties.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x0E, 0, 60, 0];
+    string(&mut body, client_id);
+    body.push(0); // no will properties
+    string(&mut body, topic);
+    string(&mut body, payload);
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend(body);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_under_its_id_publishes_the_wills_its_earlier_run_left() -> Result<()> {
+    require("mosquitto_sub");
+    require("stdbuf");
+    let dir = TestDir::new("mqtt-restarted-owner");
+    let mut split = Split::start(&dir, 2).await?;
+    let p2 = split.brokers[1].mqtt.to_string();
+    #[rustfmt::skip]
+    let watcher = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p2, "-i", "restart-watcher", "-V", "mqttv5",
+        "-q", "1", "-t", "wills/#", "-v", "-d",
+    ])?;
+    watcher.wait_for("received SUBACK", Duration::from_secs(10))?;
+    let client = open(
+        split.brokers[0].mqtt,
+        &connect_v5_with_will("restart-holder", "wills/restart", "gone"),
+    )?;
+
+    // SIGKILL and start again at once: broker 1 registers again well within its lease
+    // (10 s), so no broker ever sees it dead; its new run takes what the old one left.
+    let b1 = &mut split.brokers[0];
+    b1.proc.kill();
+    b1.proc.start()?;
+    e2e::robustmq::wait_ready("broker 1 /readyz", &b1.admin).await?;
+    let will = watcher.message("wills/", Duration::from_secs(8))?;
+    assert_eq!(will, "wills/restart gone");
+    let again: Vec<String> = watcher
+        .collect(Duration::from_secs(3))
+        .into_iter()
+        .filter(|l| l.starts_with("wills/"))
+        .collect();
+    assert!(again.is_empty(), "will published again: {again:?}");
+    drop((client, watcher));
+    split.stop();
+    dir.pass();
+    Ok(())
+}

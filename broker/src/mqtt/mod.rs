@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod handlers;
 pub mod ingest;
 pub mod listener;
+pub mod orphans;
 pub mod outbound;
 pub mod registry;
 pub mod session;

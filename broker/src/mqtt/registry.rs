@@ -1,7 +1,8 @@
 //! [`Registry`]: the live connections of this broker by client id, so that a second
 //! connection with the same client id takes the session over (the first is told to end
 //! with 0x8E and its state is saved before the new one claims it), and the will messages
-//! waiting out their delay, so that a reconnect within the delay cancels them.
+//! waiting out their delay, so that a reconnect within the delay cancels them. It also
+//! holds this run's epoch, which tells its sessions in meta from an earlier run's.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,6 +18,9 @@ pub enum Kick {
     Local,
     /// Another broker already claimed the session in meta: we must not write it again.
     Remote,
+    /// Another broker took the session from this run as from a dead broker (we were
+    /// paused past our lease): it also published the will, so we must not.
+    Taken,
 }
 
 struct Live {
@@ -45,14 +49,32 @@ pub struct Registration {
     pub done: oneshot::Sender<()>,
 }
 
-#[derive(Default)]
 pub struct Registry {
     live: Mutex<HashMap<String, Live>>,
     wills: Mutex<HashMap<String, (u64, CancellationToken)>>,
     next_conn: AtomicU64,
+    epoch: u64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            live: Mutex::default(),
+            wills: Mutex::default(),
+            next_conn: AtomicU64::new(0),
+            // Non-zero: meta treats an expected epoch of 0 as "any".
+            epoch: rand::random::<u64>().max(1),
+        }
+    }
 }
 
 impl Registry {
+    /// This run of the broker: claims and session writes carry it, so that sessions
+    /// claimed by an earlier run under the same node id are told apart (`orphans`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -95,15 +117,16 @@ impl Registry {
         }
     }
 
-    /// Ends the live connection of `client_id` because another broker claimed its session.
-    pub fn kick_remote(&self, client_id: &str) -> bool {
+    /// Ends the live connection of `client_id` because another broker claimed its
+    /// session (`how` is [`Kick::Remote`] or [`Kick::Taken`]).
+    pub fn kick_remote(&self, client_id: &str, how: Kick) -> bool {
         let live = self
             .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(client_id);
         match live {
-            Some(l) => l.kick.send(Kick::Remote).is_ok(),
+            Some(l) => l.kick.send(how).is_ok(),
             None => false,
         }
     }
@@ -178,10 +201,13 @@ mod tests {
     async fn remote_claim_kicks_with_remote() {
         let r = Registry::default();
         let (reg, _) = r.register("c", 1);
-        assert!(r.kick_remote("c"));
+        assert!(r.kick_remote("c", Kick::Remote));
         assert_eq!(reg.kicked.await.unwrap(), Kick::Remote);
         assert!(!r.is_live("c"));
-        assert!(!r.kick_remote("c"));
+        assert!(!r.kick_remote("c", Kick::Taken));
+        let (reg, _) = r.register("c", 2);
+        assert!(r.kick_remote("c", Kick::Taken));
+        assert_eq!(reg.kicked.await.unwrap(), Kick::Taken);
     }
 
     #[test]

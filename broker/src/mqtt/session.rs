@@ -4,22 +4,29 @@
 //!
 //! When the loop ends, the session detaches from the dispatcher, works out per shard the
 //! first offset it has not finished (the smaller of the dispatcher's position and any
-//! message still inflight or queued), saves that to meta if the session outlives the
-//! connection, and publishes the will unless the client said goodbye with 0x00.
+//! message still inflight or queued), saves that to meta as disconnected (which starts
+//! the session expiry; meta's next sweep removes a session with expiry 0), and publishes
+//! the will unless the client said goodbye with 0x00.
+//!
+//! Every write of the session to meta is conditional on this broker still owning it
+//! (`UpdateSession`): a refused checkpoint means another broker claimed the session (or
+//! took it over from us as from a dead broker), so the connection ends with 0x8E
+//! without saving or publishing anything more, even if the `takeover` watch has not
+//! told us yet.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt_codec::{Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode};
-use robustmq_proto::meta::NameRequest;
+use robustmq_proto::meta::{self, UpdateSessionRequest};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 use super::connection::{Connection, ReadError};
 use super::dispatch::Delivery;
 use super::outbound::{OutMsg, Outbound};
-use super::registry::Registration;
+use super::registry::{Kick, Registration};
 use super::state::{AwaitingRel, Persistent, ShardKey};
 use super::{Context, Stats, handlers, will};
 
@@ -79,6 +86,16 @@ fn merge_progress(
         *e = (*e).min(off);
     }
     progress
+}
+
+/// The outcome of a session write to meta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Saved {
+    Done,
+    /// Meta refused it: another broker owns the session.
+    Refused,
+    /// Meta could not be reached; the next checkpoint tries again.
+    Failed,
 }
 
 /// How the loop ended.
@@ -179,7 +196,11 @@ impl Session {
             tokio::select! {
                 _ = &mut cancelled => break End::Server(Some(ReasonCode::SERVER_SHUTTING_DOWN)),
                 k = &mut reg.kicked => {
-                    self.claimed_elsewhere = matches!(k, Ok(super::registry::Kick::Remote));
+                    match k {
+                        Ok(Kick::Remote) => self.claimed_elsewhere = true,
+                        Ok(Kick::Taken) => self.lost_ownership(),
+                        Ok(Kick::Local) | Err(_) => {}
+                    }
                     tracing::info!(client_id = %self.client_id, remote = self.claimed_elsewhere, "session taken over");
                     break End::Server(Some(ReasonCode::SESSION_TAKEN_OVER));
                 }
@@ -192,8 +213,10 @@ impl Session {
                     }
                     if Instant::now() >= next_checkpoint {
                         self.recover_lost().await;
-                        if self.expiry_secs > 0 {
-                            self.checkpoint().await;
+                        if self.expiry_secs > 0 && self.checkpoint().await == Saved::Refused {
+                            tracing::info!(client_id = %self.client_id, "checkpoint refused: session owned elsewhere");
+                            self.lost_ownership();
+                            break End::Server(Some(ReasonCode::SESSION_TAKEN_OVER));
                         }
                         next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
                     }
@@ -263,11 +286,52 @@ impl Session {
         }
     }
 
+    /// Another broker owns the session in meta now: it resumed from our last checkpoint
+    /// and holds the will (a reconnect replaced it, or a broker that took the session
+    /// from us as from a dead one published it), so we neither save nor publish.
+    fn lost_ownership(&mut self) {
+        self.claimed_elsewhere = true;
+        self.will = None;
+    }
+
+    /// The session as meta stores it, with `owner` (0 once disconnected) and, while
+    /// connected, the will for another broker to publish if this one dies.
+    fn to_meta(&self, owner: u64) -> meta::Session {
+        let mut s = self.state.to_meta(
+            &self.client_id,
+            self.expiry_secs,
+            self.version.level(),
+            owner,
+        );
+        if owner != 0 {
+            s.owner_epoch = self.ctx.registry.epoch();
+            (s.will, s.will_delay_secs) = will::to_meta(self.will.as_ref(), self.expiry_secs);
+        }
+        s
+    }
+
+    /// Writes the session to meta if this broker still owns it there.
+    async fn save(&mut self, session: meta::Session) -> Saved {
+        let req = UpdateSessionRequest {
+            session: Some(session),
+            expected_owner: self.ctx.node_id,
+            expected_epoch: self.ctx.registry.epoch(),
+        };
+        match self.ctx.meta.client().update_session(req).await {
+            Ok(_) => Saved::Done,
+            Err(e) if e.code() == tonic::Code::FailedPrecondition => Saved::Refused,
+            Err(e) => {
+                tracing::warn!(client_id = %self.client_id, error = %e, "saving session");
+                Saved::Failed
+            }
+        }
+    }
+
     /// Saves a persistent session while it is connected, so that it survives this
     /// broker dying: another broker resumes it from the saved subscriptions and progress.
-    async fn checkpoint(&mut self) {
+    async fn checkpoint(&mut self) -> Saved {
         if !self.dirty {
-            return;
+            return Saved::Done;
         }
         // Positions first, then drain the queue: everything below the positions was
         // queued under the dispatcher's lock before we read them, so after the drain it
@@ -279,21 +343,14 @@ impl Session {
         self.state.progress = merge_progress(positions, self.out.unfinished());
         self.state.inflight.out = self.out.saved();
         self.state.inflight.awaiting_rel = self.awaiting_rel.iter().copied().collect();
-        let s = self.state.to_meta(
-            &self.client_id,
-            self.expiry_secs,
-            self.version.level(),
-            self.ctx.node_id,
-        );
-        match self.ctx.meta.client().put_session(s).await {
-            Ok(_) => self.dirty = false,
-            Err(e) => {
-                tracing::warn!(client_id = %self.client_id, error = %e, "checkpointing session")
-            }
+        let saved = self.save(self.to_meta(self.ctx.node_id)).await;
+        if saved == Saved::Done {
+            self.dirty = false;
         }
+        saved
     }
 
-    /// Saves or drops the session state, publishes the will, unregisters.
+    /// Saves the session as disconnected, publishes the will, unregisters.
     async fn finish(mut self, send_will: bool) {
         let ctx = self.ctx.clone();
         let positions = ctx.dispatcher.detach(self.conn_id);
@@ -309,28 +366,37 @@ impl Session {
         self.state.inflight.out = self.out.saved();
         self.state.inflight.awaiting_rel = self.awaiting_rel.iter().copied().collect();
 
-        let mut meta = ctx.meta.client();
+        // The disconnect time we wrote, so that a delayed will can tell a later
+        // connection apart.
+        let mut disconnected_at = None;
         if self.claimed_elsewhere {
             // The new owner resumed from our last checkpoint; writing now would undo its
-            // claim.
-        } else if self.expiry_secs > 0 {
-            let s = self
-                .state
-                .to_meta(&self.client_id, self.expiry_secs, self.version.level(), 0);
-            if let Err(e) = meta.put_session(s).await {
-                tracing::warn!(client_id = %self.client_id, error = %e, "saving session");
+            // claim (and meta would refuse it anyway).
+        } else {
+            // Written as disconnected, also with expiry 0 (meta's sweep then removes it):
+            // unlike a delete, this write cannot remove a session another broker has
+            // claimed meanwhile. No will in it: from here on this broker alone publishes
+            // the will.
+            let s = self.to_meta(0);
+            let at = s.disconnected_at_ms;
+            match self.save(s).await {
+                Saved::Done => disconnected_at = Some(at),
+                Saved::Refused => {
+                    tracing::info!(client_id = %self.client_id, "final save refused: session owned elsewhere");
+                    self.lost_ownership();
+                }
+                Saved::Failed => {}
             }
-        } else if let Err(e) = meta
-            .delete_session(NameRequest {
-                name: self.client_id.clone(),
-            })
-            .await
-            && e.code() != tonic::Code::NotFound
-        {
-            tracing::warn!(client_id = %self.client_id, error = %e, "deleting session");
         }
         if send_will && let Some(w) = self.will.take() {
-            will::schedule(ctx.clone(), self.client_id.clone(), w, self.expiry_secs);
+            let delay = will::delay_secs(&w, self.expiry_secs);
+            will::schedule(
+                ctx.clone(),
+                self.client_id.clone(),
+                w,
+                delay,
+                disconnected_at,
+            );
         }
         ctx.registry.unregister(&self.client_id, self.conn_id);
         ctx.stats

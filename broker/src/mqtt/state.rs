@@ -170,6 +170,8 @@ impl Persistent {
                 .unwrap_or_default()
                 .into(),
             protocol_version: version as u32,
+            // The will is the connection's, not the session's: `Session::to_meta` adds it.
+            ..Default::default()
         }
     }
 }

@@ -2,7 +2,12 @@
 //! it holds live is claimed by another broker (a client reconnected there), it ends its
 //! connection with 0x8E without saving the session again: the new owner resumed from the
 //! last checkpoint (at most a second old, so at worst a few QoS 1 messages are repeated).
+//! The same happens when another broker took the session from this run because meta saw
+//! us dead (`orphans`); that broker also published the will, so we drop ours. Session
+//! writes are conditional on the owner, so a checkpoint racing with the claim is refused
+//! rather than taking the session back (`session`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,16 +15,20 @@ use robustmq_proto::meta::{EventKind, Session, WatchRequest};
 use robustmq_proto::prost::Message;
 
 use super::Context;
+use super::registry::Kick;
 
 pub async fn run(ctx: Arc<Context>) {
     let mut backoff = Duration::from_millis(200);
+    // Where a new watch resumes (0: from now), so that claims made while the stream was
+    // down (a meta restart, or this process paused) still end our connections.
+    let mut next_revision = 0;
     while !ctx.cancel.is_cancelled() {
         let stream = ctx
             .meta
             .client()
             .watch(WatchRequest {
                 prefix: "sessions/".into(),
-                from_revision: 0,
+                from_revision: next_revision,
             })
             .await;
         let mut stream = match stream {
@@ -48,22 +57,39 @@ pub async fn run(ctx: Arc<Context>) {
                     break;
                 }
             };
+            if resp.compacted {
+                // Too far behind: what was missed is caught by the next change of each
+                // session, or by a refused checkpoint.
+                next_revision = 0;
+                break;
+            }
+            if let Some(last) = resp.events.last() {
+                next_revision = last.revision + 1;
+            }
+            // Only the latest change of each session counts: a response can hold history
+            // replayed after a reconnect, in which a claim elsewhere may be followed by
+            // the client's return to us.
+            let mut latest = HashMap::new();
             for ev in resp.events {
-                if ev.kind != EventKind::Put as i32 {
-                    continue;
-                }
-                let Ok(s) = Session::decode(ev.value.as_ref()) else {
+                let session = (ev.kind == EventKind::Put as i32)
+                    .then(|| Session::decode(ev.value.as_ref()).ok())
+                    .flatten();
+                latest.insert(ev.key, session);
+            }
+            for s in latest.into_values().flatten() {
+                // Without an owner but with our epoch: a broker took the session from this
+                // run as from a dead one (we were paused past our lease).
+                let how = if s.owner_broker == 0 && s.owner_epoch == ctx.registry.epoch() {
+                    Kick::Taken
+                } else if s.owner_broker != 0 && s.owner_broker != ctx.node_id {
+                    Kick::Remote
+                } else {
                     continue;
                 };
-                if s.owner_broker != 0
-                    && s.owner_broker != ctx.node_id
-                    && ctx.registry.kick_remote(&s.client_id)
-                {
-                    tracing::info!(client_id = %s.client_id, new_owner = s.owner_broker, "session claimed by another broker");
+                if ctx.registry.kick_remote(&s.client_id, how) {
+                    tracing::info!(client_id = %s.client_id, new_owner = s.owner_broker, ?how, "session taken over by another broker");
                 }
             }
-            // A compacted history only means we missed changes: live sessions claimed
-            // meanwhile are caught by the next change or by the client itself.
         }
     }
 }

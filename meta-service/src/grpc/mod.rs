@@ -483,6 +483,27 @@ impl MetaService for MetaGrpc {
         }
     }
 
+    async fn update_session(
+        &self,
+        req: Request<UpdateSessionRequest>,
+    ) -> Result<Response<Session>, Status> {
+        let req = req.into_inner();
+        let Some(session) = req.session else {
+            return Err(MetaError::invalid("session", "required").into());
+        };
+        match self
+            .write(Command::UpdateSession {
+                session: Pb(session),
+                expected_owner: req.expected_owner,
+                expected_epoch: req.expected_epoch,
+            })
+            .await?
+        {
+            Output::Session(s) => Ok(Response::new(s.0)),
+            o => Err(unexpected(o)),
+        }
+    }
+
     async fn claim_session(
         &self,
         req: Request<ClaimSessionRequest>,

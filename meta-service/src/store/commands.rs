@@ -150,6 +150,14 @@ pub enum Command {
     KvDelete {
         key: String,
     },
+    /// A session write that applies only while `expected_owner` (and, if non-zero,
+    /// `expected_epoch`) owns the stored session. Appended last so that the encoding of
+    /// older log entries is unchanged.
+    UpdateSession {
+        session: Pb<Session>,
+        expected_owner: u64,
+        expected_epoch: u64,
+    },
 }
 
 /// What a command returns to its caller.

@@ -240,6 +240,7 @@ fn claiming_a_session_returns_what_was_stored_unless_clean_or_expired() {
             clean_start: clean,
             expiry_interval_secs: expiry,
             protocol_version: 5,
+            ..Default::default()
         }),
     };
     let Output::Claimed { previous, .. } = apply(&mut s, 0, claim(1, false, 60)).unwrap() else {
@@ -289,6 +290,173 @@ fn claiming_a_session_returns_what_was_stored_unless_clean_or_expired() {
     assert!(s.needs_sweep(63_000));
     apply(&mut s, 63_000, Command::Sweep).unwrap();
     assert!(s.get::<Session>(&keys::session("c1")).is_none());
+}
+
+fn claim_c1(broker: u64, will: &[u8]) -> Command {
+    Command::ClaimSession {
+        claim: Pb(ClaimSessionRequest {
+            client_id: "c1".into(),
+            broker_id: broker,
+            expiry_interval_secs: 60,
+            protocol_version: 5,
+            will: will.to_vec().into(),
+            will_delay_secs: 3,
+            broker_epoch: 10 * broker,
+            ..Default::default()
+        }),
+    }
+}
+
+fn update(session: Session, expected_owner: u64) -> Command {
+    Command::UpdateSession {
+        session: Pb(session),
+        expected_owner,
+        expected_epoch: 0,
+    }
+}
+
+#[test]
+fn a_checkpoint_from_a_broker_that_lost_the_claim_is_refused() {
+    let mut s = State::new(100);
+    let Output::Claimed { current, .. } = apply(&mut s, 0, claim_c1(1, b"")).unwrap() else {
+        panic!("claimed")
+    };
+    let mut checkpoint = current.0.clone();
+    checkpoint.progress.push(ShardProgress {
+        topic: "t".into(),
+        shard: 0,
+        offset: 7,
+    });
+    apply(&mut s, 10, update(checkpoint.clone(), 1)).expect("the owner may write");
+
+    // Broker 2 claims; broker 1's next checkpoint (still naming itself the owner) must
+    // not set the owner back.
+    apply(&mut s, 20, claim_c1(2, b"")).unwrap();
+    let before = s.revision();
+    let e = apply(&mut s, 30, update(checkpoint.clone(), 1)).unwrap_err();
+    assert!(
+        matches!(&e, MetaError::FailedPrecondition(m) if m.contains("broker 2")),
+        "{e:?}"
+    );
+    assert_eq!(s.revision(), before, "a refused write changes nothing");
+    let stored = s.get::<Session>(&keys::session("c1")).unwrap();
+    assert_eq!(stored.owner_broker, 2);
+    assert_eq!(
+        stored.progress.len(),
+        1,
+        "the claim carried the progress over"
+    );
+
+    // The old broker's final "disconnected" write is refused too.
+    let mut last = checkpoint;
+    last.owner_broker = 0;
+    last.disconnected_at_ms = 40;
+    assert!(apply(&mut s, 40, update(last, 1)).is_err());
+    assert_eq!(
+        s.get::<Session>(&keys::session("c1")).unwrap().owner_broker,
+        2
+    );
+
+    // Nothing stored, or no owner to expect: refused as well.
+    let mut other = Session {
+        client_id: "c2".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        apply(&mut s, 50, update(other.clone(), 1)),
+        Err(MetaError::FailedPrecondition(_))
+    ));
+    other.client_id = "c1".into();
+    assert!(matches!(
+        apply(&mut s, 50, update(other, 0)),
+        Err(MetaError::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn the_will_of_a_dead_owner_is_taken_exactly_once_and_a_reconnect_replaces_it() {
+    let mut s = State::new(100);
+    let Output::Claimed { current, .. } = apply(&mut s, 0, claim_c1(1, b"w1")).unwrap() else {
+        panic!("claimed")
+    };
+    assert_eq!(
+        (&current.0.will[..], current.0.will_delay_secs),
+        (&b"w1"[..], 3)
+    );
+
+    // Brokers 2 and 3 both saw broker 1 die and both try to take the session from the
+    // same listing: only the first write wins (and only its writer publishes the will).
+    let mut released = current.0.clone();
+    released.owner_broker = 0;
+    released.disconnected_at_ms = 1000;
+    released.will.clear();
+    apply(&mut s, 1000, update(released.clone(), 1)).expect("first taker wins");
+    assert!(matches!(
+        apply(&mut s, 1001, update(released, 1)),
+        Err(MetaError::FailedPrecondition(_))
+    ));
+    let stored = s.get::<Session>(&keys::session("c1")).unwrap();
+    assert_eq!((stored.owner_broker, stored.disconnected_at_ms), (0, 1000));
+    assert!(stored.will.is_empty());
+    assert!(s.needs_sweep(61_000), "disconnected: the expiry clock runs");
+
+    // A reconnect stores the new connection's will (or none) over the old one.
+    apply(&mut s, 2000, claim_c1(3, b"w2")).unwrap();
+    assert_eq!(
+        &s.get::<Session>(&keys::session("c1")).unwrap().will[..],
+        b"w2"
+    );
+    apply(&mut s, 3000, claim_c1(2, b"")).unwrap();
+    assert!(
+        s.get::<Session>(&keys::session("c1"))
+            .unwrap()
+            .will
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_broker_restarted_under_the_same_id_takes_its_earlier_runs_sessions_once() {
+    let mut s = State::new(100);
+    // Broker 1's first run (epoch 10) claimed the session, then broker 1 restarted with
+    // epoch 11 before its lease lapsed.
+    let Output::Claimed { current, .. } = apply(&mut s, 0, claim_c1(1, b"w")).unwrap() else {
+        panic!("claimed")
+    };
+    assert_eq!(current.0.owner_epoch, 10);
+    let conditional = |session: Session, epoch| Command::UpdateSession {
+        session: Pb(session),
+        expected_owner: 1,
+        expected_epoch: epoch,
+    };
+    let mut released = current.0.clone();
+    released.owner_broker = 0;
+    released.owner_epoch = 0;
+    released.disconnected_at_ms = 500;
+    released.will.clear();
+    let e = apply(&mut s, 500, conditional(released.clone(), 11)).unwrap_err();
+    assert!(
+        matches!(&e, MetaError::FailedPrecondition(m) if m.contains("epoch 10")),
+        "{e:?}"
+    );
+    apply(&mut s, 500, conditional(released.clone(), 10)).expect("the earlier run's epoch");
+    assert!(
+        apply(&mut s, 501, conditional(released, 10)).is_err(),
+        "once"
+    );
+
+    // A reconnect to the new run claims it with epoch 11; a late release aimed at the
+    // earlier run is refused then, too.
+    let mut reclaim = claim_c1(1, b"w");
+    if let Command::ClaimSession { claim } = &mut reclaim {
+        claim.0.broker_epoch = 11;
+    }
+    apply(&mut s, 600, reclaim).unwrap();
+    assert!(apply(&mut s, 700, conditional(current.0, 10)).is_err());
+    assert_eq!(
+        s.get::<Session>(&keys::session("c1")).unwrap().owner_epoch,
+        11
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! CONNECT: the first packet of every connection. Checks the connection limit and the
 //! credentials, settles the client id, keep alive and session expiry, takes the session
-//! over from an earlier connection with the same client id, claims it in meta, answers
-//! CONNACK and resumes a persistent session (catching up from its saved progress).
+//! over from an earlier connection with the same client id, claims it in meta (with the
+//! will, for another broker to publish should this one die), answers CONNACK and resumes
+//! a persistent session (catching up from its saved progress).
 //!
 //! A CONNECT that fails to decode is answered with the reason code in the version it
 //! asked for (peeked before decoding), or closed silently when 3.x has no code for it.
@@ -21,7 +22,7 @@ use crate::mqtt::dispatch::match_plain;
 use crate::mqtt::outbound::Outbound;
 use crate::mqtt::session::Session;
 use crate::mqtt::state::Persistent;
-use crate::mqtt::{Context, Stats};
+use crate::mqtt::{Context, Stats, will};
 
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -180,6 +181,9 @@ async fn establish(
         tracing::info!(%client_id, "taking over an earlier connection");
         prev.take_over(TAKEOVER_WAIT).await;
     }
+    // The will goes to meta with the claim, so that another broker can publish it if
+    // this one dies while the client is connected.
+    let (will, will_delay_secs) = will::to_meta(c.will.as_ref(), expiry_secs);
     let claim = ctx
         .meta
         .client()
@@ -189,6 +193,9 @@ async fn establish(
             clean_start: c.clean_start,
             expiry_interval_secs: expiry_secs,
             protocol_version: c.protocol_version.level() as u32,
+            will,
+            will_delay_secs,
+            broker_epoch: ctx.registry.epoch(),
         })
         .await;
     let previous = match claim {

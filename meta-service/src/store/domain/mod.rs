@@ -55,6 +55,11 @@ pub(super) fn apply(s: &mut State, cmd: &Command, now_ms: u64) -> MetaResult<Out
             expected_revision,
         } => kv::put(s, key, value, *expected_revision),
         Command::KvDelete { key } => kv::delete(s, key),
+        Command::UpdateSession {
+            session,
+            expected_owner,
+            expected_epoch,
+        } => clients::update_session(s, &session.0, *expected_owner, *expected_epoch),
     }
 }
 

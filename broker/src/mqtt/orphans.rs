@@ -1,0 +1,171 @@
+//! Sessions orphaned by a broker that died: their clients were connected to it, so meta
+//! still names it the owner (`disconnected_at_ms == 0`) and nobody will publish their
+//! wills or start their expiry. Every live broker polls meta about once a second; when a
+//! broker's lease has lapsed (its node is EXPIRED in `ListNodes`), it takes each such
+//! session with a write conditional on the dead broker (and the run of it, the epoch)
+//! still owning it: the session becomes disconnected (so that its expiry starts) and
+//! loses its will. Only the broker whose write wins publishes the will, after the will
+//! delay (counted from the takeover, as the moment of the crash is not known) and only
+//! if the client has not reconnected meanwhile (`will::schedule`). A client that
+//! reconnects before the sweep claims the session with its new will, and the
+//! conditional write then fails. The taker leaves the owner's epoch in the session, so
+//! that the owner, if it still runs (paused past its lease), sees in its session watch
+//! that the session was taken from it (`takeover`). Only EXPIRED brokers are looked
+//! for: one removed from meta (UnregisterNode, which brokers never call) is not.
+//!
+//! A broker restarted under the same node id before its lease lapsed is never seen dead:
+//! once after starting, it takes the connected sessions that an earlier run of its own
+//! (another epoch) left in meta.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use robustmq_proto::meta::{
+    ListNodesRequest, ListSessionsRequest, NodeRole, NodeState, Session, UpdateSessionRequest,
+};
+use tonic::{Code, Status};
+
+use super::{Context, now_ms, will};
+
+/// How often meta is asked for dead brokers.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+pub async fn run(ctx: Arc<Context>) {
+    let mut state = Swept::default();
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+        }
+        if let Err(e) = sweep(&ctx, &mut state).await {
+            tracing::warn!(error = %e, "looking for sessions of dead brokers");
+        }
+    }
+}
+
+/// What needs no second look.
+#[derive(Default)]
+struct Swept {
+    /// Dead brokers whose sessions were all taken: a dead broker cannot claim new ones,
+    /// so they are not listed again until it comes back and dies again.
+    dead: HashSet<u64>,
+    /// The sessions of this broker's earlier runs were taken.
+    earlier_runs: bool,
+}
+
+async fn sweep(ctx: &Arc<Context>, swept: &mut Swept) -> Result<(), Status> {
+    let nodes = ctx
+        .meta
+        .client()
+        .list_nodes(ListNodesRequest {
+            role: NodeRole::Broker as i32,
+        })
+        .await?
+        .into_inner()
+        .nodes;
+    let mut dead = Vec::new();
+    let mut self_alive = false;
+    for n in nodes.iter().filter_map(|n| n.node.as_ref()) {
+        if n.state == NodeState::Expired as i32 {
+            dead.push(n.id);
+        } else if n.id == ctx.node_id {
+            self_alive = true;
+        }
+    }
+    swept.dead.retain(|id| dead.contains(id));
+    // A broker that meta does not see alive may be the one cut off: it leaves the
+    // sessions to brokers that are.
+    if !self_alive {
+        return Ok(());
+    }
+    if !swept.earlier_runs {
+        let epoch = ctx.registry.epoch();
+        // Epoch 0: claimed before brokers had epochs; left to the client's reconnect, as
+        // a write expecting "any epoch" could undo a claim of this run.
+        take_all(ctx, ctx.node_id, |s| {
+            s.owner_epoch != 0 && s.owner_epoch != epoch
+        })
+        .await?;
+        swept.earlier_runs = true;
+    }
+    for id in dead {
+        if id == ctx.node_id || swept.dead.contains(&id) {
+            continue;
+        }
+        take_all(ctx, id, |_| true).await?;
+        swept.dead.insert(id);
+    }
+    Ok(())
+}
+
+/// Takes every connected session `owner` holds in meta that `orphaned` selects.
+async fn take_all(
+    ctx: &Arc<Context>,
+    owner: u64,
+    orphaned: impl Fn(&Session) -> bool,
+) -> Result<(), Status> {
+    let sessions = ctx
+        .meta
+        .client()
+        .list_sessions(ListSessionsRequest {
+            owner_broker: owner,
+        })
+        .await?
+        .into_inner()
+        .sessions;
+    for s in sessions {
+        if s.owner_broker == owner && s.disconnected_at_ms == 0 && orphaned(&s) {
+            take(ctx, s).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes one session from the owner (and run) it names; publishes its will if our
+/// write won.
+async fn take(ctx: &Arc<Context>, s: Session) -> Result<(), Status> {
+    let (owner, epoch) = (s.owner_broker, s.owner_epoch);
+    let disconnected_at = now_ms();
+    // The epoch stays: it tells the owner's run, if it still runs (paused past its lease),
+    // that the session was taken from it (`takeover`).
+    let released = Session {
+        owner_broker: 0,
+        disconnected_at_ms: disconnected_at,
+        will: Bytes::new(),
+        will_delay_secs: 0,
+        ..s.clone()
+    };
+    let r = ctx
+        .meta
+        .client()
+        .update_session(UpdateSessionRequest {
+            session: Some(released),
+            expected_owner: owner,
+            expected_epoch: epoch,
+        })
+        .await;
+    match r {
+        Ok(_) => {
+            let w = will::from_meta(&s.will);
+            tracing::info!(client_id = %s.client_id, owner, epoch, will = w.is_some(), "took a session its dead (or earlier) owner left connected");
+            if let Some(w) = w {
+                will::schedule(
+                    ctx.clone(),
+                    s.client_id,
+                    w,
+                    s.will_delay_secs,
+                    Some(disconnected_at),
+                );
+            }
+            Ok(())
+        }
+        // Another broker took it first, or the client reconnected: not ours to publish.
+        Err(e) if e.code() == Code::FailedPrecondition => {
+            tracing::debug!(client_id = %s.client_id, owner, "orphaned session already taken or reclaimed");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
