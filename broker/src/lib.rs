@@ -18,6 +18,7 @@ pub mod freshness;
 pub mod kafka;
 pub mod meta;
 pub mod mqtt;
+pub mod runtime;
 pub mod server;
 pub mod signal;
 pub mod standalone;

@@ -28,9 +28,7 @@ fn main() -> anyhow::Result<()> {
     }
     let cfg = BrokerConfig::load(&args)?;
     init_tracing();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    broker::runtime::build()
         .context("building the tokio runtime")?
         .block_on(run(cfg))
 }

@@ -105,9 +105,7 @@ fn main() -> anyhow::Result<()> {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
+            broker::runtime::build()
                 .context("building the tokio runtime")?
                 .block_on(standalone(*args))
         }
