@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use mqtt_codec::topic;
 use robustmq_proto::meta::meta_service_client::MetaServiceClient;
-use robustmq_proto::meta::{HeartbeatRequest, ListRequest, NodeRole, RegisterNodeRequest, Topic};
+use robustmq_proto::meta::{
+    HeartbeatRequest, ListNodesRequest, ListRequest, Node, NodeRole, RegisterNodeRequest, Topic,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -38,6 +40,21 @@ impl MetaClient {
 
     pub fn client(&self) -> MetaServiceClient<Channel> {
         MetaServiceClient::new(self.channel.clone())
+    }
+
+    /// Every broker meta knows, each with its state (alive, expired, ...).
+    pub async fn broker_nodes(&self) -> std::result::Result<Vec<Node>, tonic::Status> {
+        Ok(self
+            .client()
+            .list_nodes(ListNodesRequest {
+                role: NodeRole::Broker as i32,
+            })
+            .await?
+            .into_inner()
+            .nodes
+            .into_iter()
+            .filter_map(|n| n.node)
+            .collect())
     }
 }
 
@@ -163,6 +180,20 @@ impl TopicRoutes {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Every bound shard as `(topic, shard)`, in order.
+    pub fn shards(&self) -> Vec<(Arc<str>, u32)> {
+        let mut shards: Vec<(Arc<str>, u32)> = self
+            .all()
+            .into_iter()
+            .flat_map(|b| {
+                let topic: Arc<str> = b.topic.as_str().into();
+                (0..b.shards).map(move |s| (topic.clone(), s))
+            })
+            .collect();
+        shards.sort();
+        shards
     }
 
     /// Bumped on every change; tailers follow it.

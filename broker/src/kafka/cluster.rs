@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use robustmq_proto::meta::{ListNodesRequest, NodeRole, NodeState};
+use robustmq_proto::meta::NodeState;
 use tokio_util::sync::CancellationToken;
 
 use crate::freshness::keep_fresh;
@@ -145,17 +145,10 @@ impl Cluster {
 
     /// Reads the live brokers with a Kafka listener from meta.
     pub async fn refresh(&self, meta: &MetaClient) -> Result<(), tonic::Status> {
-        let nodes = meta
-            .client()
-            .list_nodes(ListNodesRequest {
-                role: NodeRole::Broker as i32,
-            })
+        let live = meta
+            .broker_nodes()
             .await?
-            .into_inner()
-            .nodes;
-        let live = nodes
             .into_iter()
-            .filter_map(|n| n.node)
             .filter(|n| n.state == NodeState::Alive as i32)
             .filter_map(|n| {
                 let plain = n.labels.get(KAFKA_LABEL).and_then(|a| split_host_port(a));

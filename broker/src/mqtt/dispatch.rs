@@ -648,14 +648,7 @@ impl Dispatcher {
         tailers: &mut HashMap<ShardKey, CancellationToken>,
         cancel: &CancellationToken,
     ) {
-        let wanted: Vec<ShardKey> = routes
-            .all()
-            .into_iter()
-            .flat_map(|b| {
-                let topic: Arc<str> = b.topic.as_str().into();
-                (0..b.shards).map(move |s| (topic.clone(), s))
-            })
-            .collect();
+        let wanted: Vec<ShardKey> = routes.shards();
         tailers.retain(|k, tok| {
             let keep = wanted.contains(k);
             if !keep {

@@ -22,9 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use robustmq_proto::meta::{
-    ListNodesRequest, ListSessionsRequest, NodeRole, NodeState, Session, UpdateSessionRequest,
-};
+use robustmq_proto::meta::{ListSessionsRequest, NodeState, Session, UpdateSessionRequest};
 use tonic::{Code, Status};
 
 use super::{Context, now_ms, will};
@@ -56,18 +54,10 @@ struct Swept {
 }
 
 async fn sweep(ctx: &Arc<Context>, swept: &mut Swept) -> Result<(), Status> {
-    let nodes = ctx
-        .meta
-        .client()
-        .list_nodes(ListNodesRequest {
-            role: NodeRole::Broker as i32,
-        })
-        .await?
-        .into_inner()
-        .nodes;
+    let nodes = ctx.meta.broker_nodes().await?;
     let mut dead = Vec::new();
     let mut self_alive = false;
-    for n in nodes.iter().filter_map(|n| n.node.as_ref()) {
+    for n in &nodes {
         if n.state == NodeState::Expired as i32 {
             dead.push(n.id);
         } else if n.id == ctx.node_id {

@@ -22,9 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use robustmq_proto::meta::{
-    KvGetRequest, KvListRequest, KvPutRequest, ListNodesRequest, NodeRole, NodeState,
-};
+use robustmq_proto::meta::{KvGetRequest, KvListRequest, KvPutRequest, NodeState};
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{Dispatcher, GroupKey, ShareOwned};
@@ -211,8 +209,9 @@ impl ShareGroups {
     }
 
     async fn read_view(&self) -> Result<(), tonic::Status> {
-        let mut c = self.meta.client();
-        let entries = c
+        let entries = self
+            .meta
+            .client()
             .kv_list(KvListRequest {
                 prefix: MEMBERS.into(),
                 limit: 0,
@@ -220,20 +219,13 @@ impl ShareGroups {
             .await?
             .into_inner()
             .entries;
-        let nodes = c
-            .list_nodes(ListNodesRequest {
-                role: NodeRole::Broker as i32,
-            })
-            .await?
-            .into_inner()
-            .nodes;
+        let nodes = self.meta.broker_nodes().await?;
         let mut members: BTreeMap<GroupKey, BTreeSet<u64>> = BTreeMap::new();
         for (g, b) in entries.iter().filter_map(|e| parse_member_key(&e.key)) {
             members.entry(g).or_default().insert(b);
         }
         let alive = nodes
             .into_iter()
-            .filter_map(|n| n.node)
             .filter(|n| n.state == NodeState::Alive as i32)
             .map(|n| n.id)
             .collect();
@@ -267,20 +259,6 @@ impl ShareGroups {
         out.into_iter().collect()
     }
 
-    fn bound_shards(&self) -> Vec<ShardKey> {
-        let mut shards: Vec<ShardKey> = self
-            .routes
-            .all()
-            .into_iter()
-            .flat_map(|b| {
-                let topic: Arc<str> = b.topic.as_str().into();
-                (0..b.shards).map(move |s| (topic.clone(), s))
-            })
-            .collect();
-        shards.sort();
-        shards
-    }
-
     async fn reconcile(&self) {
         let mut b = self.balance.lock().await;
         if !b.swept {
@@ -307,7 +285,7 @@ impl ShareGroups {
 
         // Ownership first, so that a group whose last member left stops here before
         // anyone else is told to take over.
-        let shards = self.bound_shards();
+        let shards = self.routes.shards();
         let mut owned: BTreeMap<GroupKey, HashSet<ShardKey>> = BTreeMap::new();
         for g in &local {
             let mine = assign(g, &self.brokers_of(g, true), &shards, self.me);
