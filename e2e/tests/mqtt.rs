@@ -1015,6 +1015,18 @@ impl Drop for LineClient {
     }
 }
 
+/// A mosquitto_sub (MQTT 5, QoS 1) on `port` printing every message under `wills/#`,
+/// returned once subscribed.
+fn will_watcher(port: &str, client_id: &str) -> Result<LineClient> {
+    #[rustfmt::skip]
+    let watcher = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", port, "-i", client_id, "-V", "mqttv5",
+        "-q", "1", "-t", "wills/#", "-v", "-d",
+    ])?;
+    watcher.wait_for("received SUBACK", Duration::from_secs(10))?;
+    Ok(watcher)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wills_of_clients_whose_broker_was_killed_are_published_once_by_another_broker()
 -> Result<()> {
@@ -1028,12 +1040,7 @@ async fn wills_of_clients_whose_broker_was_killed_are_published_once_by_another_
     );
     let subscribed = Duration::from_secs(10);
 
-    #[rustfmt::skip]
-    let watcher = LineClient::spawn("mosquitto_sub", &[
-        "-h", "127.0.0.1", "-p", &p2, "-i", "will-watcher", "-V", "mqttv5",
-        "-q", "1", "-t", "wills/#", "-v", "-d",
-    ])?;
-    watcher.wait_for("received SUBACK", subscribed)?;
+    let watcher = will_watcher(&p2, "will-watcher")?;
     // Two clients with QoS 1 wills on broker 1: MQTT 3.1.1 without a session, and MQTT 5
     // with a 60 s session and a will delay of 2 s.
     #[rustfmt::skip]
@@ -1117,12 +1124,7 @@ async fn a_broker_paused_past_its_lease_loses_its_sessions_and_ends_them_with_0x
         split.brokers[1].mqtt.to_string(),
     );
     let subscribed = Duration::from_secs(10);
-    #[rustfmt::skip]
-    let watcher = LineClient::spawn("mosquitto_sub", &[
-        "-h", "127.0.0.1", "-p", &p2, "-i", "pause-watcher", "-V", "mqttv5",
-        "-q", "1", "-t", "wills/#", "-v", "-d",
-    ])?;
-    watcher.wait_for("received SUBACK", subscribed)?;
+    let watcher = will_watcher(&p2, "pause-watcher")?;
     // A persistent session on broker 1 (so it checkpoints), with a will.
     #[rustfmt::skip]
     let holder = LineClient::spawn("mosquitto_sub", &[
@@ -1201,12 +1203,7 @@ async fn a_broker_restarted_under_its_id_publishes_the_wills_its_earlier_run_lef
     let dir = TestDir::new("mqtt-restarted-owner");
     let mut split = Split::start(&dir, 2).await?;
     let p2 = split.brokers[1].mqtt.to_string();
-    #[rustfmt::skip]
-    let watcher = LineClient::spawn("mosquitto_sub", &[
-        "-h", "127.0.0.1", "-p", &p2, "-i", "restart-watcher", "-V", "mqttv5",
-        "-q", "1", "-t", "wills/#", "-v", "-d",
-    ])?;
-    watcher.wait_for("received SUBACK", Duration::from_secs(10))?;
+    let watcher = will_watcher(&p2, "restart-watcher")?;
     let client = open(
         split.brokers[0].mqtt,
         &connect_v5_with_will("restart-holder", "wills/restart", "gone"),
