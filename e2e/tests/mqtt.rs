@@ -1228,3 +1228,157 @@ async fn a_broker_restarted_under_its_id_publishes_the_wills_its_earlier_run_lef
     dir.pass();
     Ok(())
 }
+
+/// A raw MQTT 5 client subscribed to `filter` at QoS 1.
+fn subscriber_v5(port: u16, client_id: &str, filter: &str) -> Result<TcpStream> {
+    use mqtt_codec::{Packet, QoS, Subscribe, SubscriptionOptions, TopicSubscription};
+    let mut s = open(port, &connect_v5(client_id))?;
+    send_v5(
+        &mut s,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Default::default(),
+            filters: vec![TopicSubscription {
+                filter: filter.into(),
+                options: SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..Default::default()
+                },
+            }],
+        }),
+    )?;
+    let ack = recv_v5(&mut s, &mut bytes::BytesMut::new())?;
+    anyhow::ensure!(matches!(ack, Packet::SubAck(_)), "SUBACK expected: {ack:?}");
+    Ok(s)
+}
+
+/// Reads PUBLISHes on `s` (acknowledging QoS 1 ones) until `stop` is set, adding the
+/// message number each payload starts with to `got`.
+fn collect_numbers(
+    mut s: TcpStream,
+    got: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    use mqtt_codec::{Packet, PubAck, QoS};
+    use std::sync::atomic::Ordering;
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut buf = bytes::BytesMut::new();
+    while !stop.load(Ordering::Relaxed) {
+        let p = match recv_v5(&mut s, &mut buf) {
+            Ok(p) => p,
+            Err(e)
+                if e.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Packet::Publish(p) = p {
+            let n = std::str::from_utf8(&p.payload[..8])?.parse()?;
+            got.lock().unwrap().push(n);
+            if p.qos == QoS::AtLeastOnce {
+                send_v5(&mut s, &Packet::PubAck(PubAck::new(p.packet_id)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One member of a share group stops reading its socket (its session blocks writing to
+/// it, and its queue of `--max-queued 16` fills up) while 200 QoS 1 messages are
+/// published to the group: the messages that do not fit its queue go to the other member
+/// (or are re-read from storage), and once the stalled member reads again the group as a
+/// whole has received every message. Before shared deliveries fell back to another
+/// member, about a quarter of them were dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_group_member_that_stops_reading_costs_the_group_no_qos1_message() -> Result<()> {
+    use mqtt_codec::{Packet, Publish, QoS};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const N: u32 = 200;
+    // 64 unacknowledged 128 KB messages (the inflight window) are more than the socket
+    // buffers of a reader that stopped reading hold (about 4 MB here), so the stalled
+    // member's session blocks writing and its queue fills.
+    const PAYLOAD: usize = 128 * 1024;
+    let dir = TestDir::new("mqtt-share-full");
+    let mut sa = Standalone::start(&dir, &["--max-queued", "16"]).await?;
+    let filter = "$share/g/full/#";
+    let stalled = subscriber_v5(sa.mqtt, "stalled", filter)?;
+    let reader = subscriber_v5(sa.mqtt, "reader", filter)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (by_reader, by_stalled) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let reading = {
+        let (got, stop) = (by_reader.clone(), stop.clone());
+        std::thread::spawn(move || collect_numbers(reader, got, stop))
+    };
+
+    let mut publisher = open(sa.mqtt, &connect_v5("publisher"))?;
+    publisher.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // In rounds of 32, within the broker's Receive Maximum of 64.
+    let mut buf = bytes::BytesMut::new();
+    for round in (0..N).collect::<Vec<_>>().chunks(32) {
+        let mut wire = bytes::BytesMut::new();
+        for &i in round {
+            let mut payload = format!("{i:08}").into_bytes();
+            payload.resize(PAYLOAD, b'x');
+            let mut p = Publish::new(format!("full/{}", i % 4), payload);
+            p.qos = QoS::AtLeastOnce;
+            p.packet_id = (i + 1) as u16;
+            Packet::Publish(p).encode(mqtt_codec::ProtocolVersion::V5, &mut wire)?;
+        }
+        publisher.write_all(&wire)?;
+        for _ in round {
+            let ack = recv_v5(&mut publisher, &mut buf)?;
+            anyhow::ensure!(matches!(ack, Packet::PubAck(_)), "PUBACK expected: {ack:?}");
+        }
+    }
+
+    // The stalled member reads (and acknowledges) again; wait for the group to have all.
+    let resumed = {
+        let (got, stop) = (by_stalled.clone(), stop.clone());
+        std::thread::spawn(move || collect_numbers(stalled, got, stop))
+    };
+    let distinct = || -> std::collections::BTreeSet<u32> {
+        let mut all: std::collections::BTreeSet<u32> =
+            by_reader.lock().unwrap().iter().copied().collect();
+        all.extend(by_stalled.lock().unwrap().iter().copied());
+        all
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while distinct().len() < N as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    reading.join().unwrap()?;
+    resumed.join().unwrap()?;
+    let all = distinct();
+    let (r, s) = (
+        by_reader.lock().unwrap().len(),
+        by_stalled.lock().unwrap().len(),
+    );
+    println!(
+        "reader got {r}, stalled member got {s}, {} distinct of {N}",
+        all.len()
+    );
+    let missing: Vec<u32> = (0..N).filter(|i| !all.contains(i)).collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} of {N} messages never reached the group (reader {r}, stalled member {s}): {missing:?}",
+        missing.len()
+    );
+    anyhow::ensure!(
+        s > 0,
+        "the stalled member received nothing before it stalled"
+    );
+    sa.stop();
+    dir.pass();
+    Ok(())
+}

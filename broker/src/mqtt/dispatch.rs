@@ -25,7 +25,12 @@
 //! Shared subscriptions (`$share/g/f`): a record goes to one of this broker's members of
 //! the group (by offset, so consecutive records rotate), and only on the shards this broker
 //! owns for the group; [`super::share`] splits a group's shards among the brokers holding
-//! members and sets the ownership here.
+//! members and sets the ownership here. A member whose queue is full passes the record to
+//! the next member in the rotation. When no member has room, a QoS 1/2 record marks the
+//! group behind on the shard ([`super::share_behind`]): like a plain session's loss, the
+//! group gets nothing more of that shard until one of its members re-reads the range from
+//! storage on its next tick, and the group's cursor never passes the mark. QoS 0 records
+//! that fit no member are dropped, as MQTT allows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,9 +38,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mqtt_codec::{QoS, topic};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::share_behind::{ShareBehind, SharePositions};
 use super::state::{ShardKey, Sub};
 use crate::meta::TopicRoutes;
 use crate::storage::StorageAdapter;
@@ -114,6 +121,8 @@ struct Table {
     /// to there the group's records were offered to a member here, so the broker that
     /// takes the group's shards over starts there.
     share_left: Vec<(GroupKey, HashMap<ShardKey, u64>)>,
+    /// Where share groups fell behind on shards they own here (no member had room).
+    share_behind: ShareBehind,
 }
 
 /// A share group and the filter its members subscribed to.
@@ -121,6 +130,14 @@ pub type GroupKey = (String, String);
 
 /// group -> filter -> shards (nested so that lookups by `&str` need no allocation).
 pub type ShareOwned = HashMap<String, HashMap<String, HashSet<ShardKey>>>;
+
+/// Whether this broker delivers `key`'s records to its members of `group` / `filter`.
+fn owns(owned: &ShareOwned, group: &str, filter: &str, key: &ShardKey) -> bool {
+    owned
+        .get(group)
+        .and_then(|f| f.get(filter))
+        .is_some_and(|keys| keys.contains(key))
+}
 
 fn groups_of(subs: &[Sub]) -> BTreeSet<GroupKey> {
     subs.iter()
@@ -140,13 +157,6 @@ impl Table {
                 }
             }
         }
-    }
-
-    fn owns(&self, group: &str, filter: &str, key: &ShardKey) -> bool {
-        self.share_owned
-            .get(group)
-            .and_then(|f| f.get(filter))
-            .is_some_and(|keys| keys.contains(key))
     }
 
     fn has_member(&self, g: &GroupKey) -> bool {
@@ -299,6 +309,56 @@ pub fn match_plain(
     best
 }
 
+/// The delivery of `record` to a share group member subscribed with `s`; `reuse` is a
+/// delivery of the same record another member's full queue gave back.
+fn shared_delivery(
+    s: &Sub,
+    key: &ShardKey,
+    offset: u64,
+    record: &Arc<MqttRecord>,
+    reuse: Option<Delivery>,
+) -> Delivery {
+    let qos = s.qos.min(QoS::from_u8(record.qos).unwrap_or_default());
+    match reuse {
+        Some(mut d) => {
+            d.qos = qos;
+            d.retain_as_published = s.retain_as_published;
+            d.sub_ids.clear();
+            d.sub_ids.extend(s.id);
+            d
+        }
+        None => Delivery {
+            stored: true,
+            key: key.clone(),
+            offset,
+            record: record.clone(),
+            qos,
+            retain_as_published: s.retain_as_published,
+            sub_ids: s.id.into_iter().collect(),
+        },
+    }
+}
+
+/// The delivery of `record` to a member subscribed with the shared `s`, if it matches.
+pub fn match_shared(
+    s: &Sub,
+    key: &ShardKey,
+    offset: u64,
+    record: &Arc<MqttRecord>,
+) -> Option<Delivery> {
+    topic::matches(&s.filter, &record.topic).then(|| shared_delivery(s, key, offset, record, None))
+}
+
+/// A range of one shard that a share group fell behind on, claimed by one member (whose
+/// shared subscription `sub` is) to re-read from storage and deliver itself.
+#[derive(Debug, Clone)]
+pub struct ShareReread {
+    pub sub: Sub,
+    pub key: ShardKey,
+    pub from: u64,
+    pub to: u64,
+}
+
 impl Dispatcher {
     pub fn new(storage: Arc<dyn StorageAdapter>) -> Self {
         Dispatcher {
@@ -374,7 +434,11 @@ impl Dispatcher {
         let mut changed = after.iter().any(|g| !before.contains(g));
         for g in before.into_iter().filter(|g| !after.contains(g)) {
             if !t.has_member(&g) {
-                let at = t.positions.clone();
+                // Up to there the group's records were handed to a member, save those it
+                // fell behind on: nobody here re-reads them now, the next owner must.
+                let mut at = t.positions.clone();
+                t.share_behind.lower(&g, &mut at);
+                t.share_behind.take(&g.0, &g.1);
                 t.share_left.push((g, at));
                 changed = true;
             }
@@ -400,25 +464,39 @@ impl Dispatcher {
         self.share_changed.notified().await
     }
 
-    /// Replaces the shards this broker delivers per share group; returns the positions at
-    /// that moment (a gained shard's records from there on are delivered live).
-    pub fn set_share_owned(&self, owned: ShareOwned) -> HashMap<ShardKey, u64> {
+    /// Replaces the shards this broker delivers per share group; returns the positions and
+    /// the groups' behind marks at that moment (a gained shard's records from there on are
+    /// delivered live; a given-up shard's cursor is where its group's deliveries stopped).
+    /// Marks on shards no longer owned are dropped: their next owner replays from the
+    /// cursor, which is at or below the mark.
+    pub fn set_share_owned(&self, owned: ShareOwned) -> SharePositions {
         let mut t = self.lock();
+        let at = SharePositions {
+            positions: t.positions.clone(),
+            behind: t.share_behind.clone(),
+        };
         t.share_owned = owned;
-        t.positions.clone()
+        let Table {
+            share_owned,
+            share_behind,
+            ..
+        } = &mut *t;
+        share_behind.retain(|g, f, k| owns(share_owned, g, f, k));
+        at
     }
 
     /// Offers records of `key` re-read from storage to this broker's members of one
-    /// share group, while it still owns the shard for the group (a hand-over).
+    /// share group, while it still owns the shard for the group (a hand-over). A record
+    /// no member has room for marks the group behind there, like a live one.
     pub fn offer_share_replay(
         &self,
         g: &GroupKey,
         key: &ShardKey,
         records: &[(u64, Arc<MqttRecord>)],
     ) {
-        let t = self.lock();
+        let mut t = self.lock();
         for (offset, record) in records {
-            self.offer_shared(&t, key, *offset, record, Some(g));
+            self.offer_shared(&mut t, key, *offset, record, Some(g));
         }
     }
 
@@ -523,10 +601,14 @@ impl Dispatcher {
     }
 
     /// Queues one record for one member of each share group (or only of `only`) that
-    /// matches it, among the groups this broker owns `key` for.
+    /// matches it, among the groups this broker owns `key` for and is not behind on. The
+    /// member is picked by offset, so consecutive records rotate; a member whose queue is
+    /// full passes the record on to the next in that order. If none has room, the
+    /// delivery counts as dropped (as a plain one that does not fit does) and a QoS 1/2
+    /// record marks the group behind from here.
     fn offer_shared(
         &self,
-        t: &Table,
+        t: &mut Table,
         key: &ShardKey,
         offset: u64,
         record: &Arc<MqttRecord>,
@@ -535,38 +617,64 @@ impl Dispatcher {
         if t.shared.is_empty() {
             return;
         }
-        let mut shared: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
-        for conn in t.shared.iter() {
-            let Some(e) = t.sessions.get(conn) else {
+        let Table {
+            sessions,
+            shared,
+            share_owned,
+            share_behind,
+            ..
+        } = t;
+        let mut groups: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
+        for conn in shared.iter() {
+            let Some(e) = sessions.get(conn) else {
                 continue;
             };
             for s in e.subs.iter() {
                 if let Some(g) = &s.share_group
                     && only.is_none_or(|o| o.0 == *g && o.1 == s.filter)
-                    && t.owns(g, &s.filter, key)
+                    && owns(share_owned, g, &s.filter, key)
                     && topic::matches(&s.filter, &record.topic)
                 {
-                    shared.entry((g, &s.filter)).or_default().push((*conn, s));
+                    groups.entry((g, &s.filter)).or_default().push((*conn, s));
                 }
             }
         }
-        for (_, mut members) in shared {
+        for ((g, f), mut members) in groups {
+            if !share_behind.is_empty()
+                && share_behind
+                    .from(g, f, key)
+                    .is_some_and(|from| from <= offset)
+            {
+                // The member that re-reads the range delivers this one too.
+                continue;
+            }
             members.sort_by_key(|(c, _)| *c);
-            let (conn, s) = members[(offset % members.len() as u64) as usize];
-            if let Some(e) = t.sessions.get(&conn) {
-                // Shared deliveries that do not fit are dropped (not re-read yet).
-                let _ = self.send(
-                    &e.tx,
-                    Delivery {
-                        stored: true,
-                        key: key.clone(),
-                        offset,
-                        record: record.clone(),
-                        qos: s.qos.min(QoS::from_u8(record.qos).unwrap_or_default()),
-                        retain_as_published: s.retain_as_published,
-                        sub_ids: s.id.into_iter().collect(),
-                    },
-                );
+            let n = members.len();
+            let first = (offset % n as u64) as usize;
+            // A delivery a full queue gave back, reused for the next member.
+            let mut spare = None;
+            let mut reliable = false;
+            let delivered = (0..n).any(|i| {
+                let (conn, s) = members[(first + i) % n];
+                let Some(e) = sessions.get(&conn) else {
+                    return false;
+                };
+                let d = shared_delivery(s, key, offset, record, spare.take());
+                reliable |= d.qos != QoS::AtMostOnce;
+                match e.tx.try_send(d) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(d) | TrySendError::Closed(d)) => {
+                        spare = Some(d);
+                        false
+                    }
+                }
+            });
+            if !delivered {
+                self.dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if reliable {
+                    share_behind.fall_behind(g, f, key, offset);
+                }
             }
         }
     }
@@ -617,6 +725,72 @@ impl Dispatcher {
                 (k, from, to)
             })
             .collect()
+    }
+
+    /// Claims, for member `conn`, the ranges its share groups fell behind on: the caller
+    /// re-reads each ([`Dispatcher::reread_share`]) and delivers it itself. From here on the
+    /// groups get those shards' records live again (the ranges end at the live position).
+    pub fn take_share_behind(&self, conn: u64) -> Vec<ShareReread> {
+        let mut t = self.lock();
+        if t.share_behind.is_empty() {
+            return Vec::new();
+        }
+        let Table {
+            sessions,
+            positions,
+            share_behind,
+            ..
+        } = &mut *t;
+        let Some(e) = sessions.get(&conn) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for s in &e.subs {
+            let Some(g) = &s.share_group else {
+                continue;
+            };
+            for (key, from) in share_behind.take(g, &s.filter) {
+                // No position: the shard is no longer tailed (its binding went away).
+                if let Some(&to) = positions.get(&key)
+                    && from < to
+                {
+                    out.push(ShareReread {
+                        sub: s.clone(),
+                        key,
+                        from,
+                        to,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads a claimed range back from storage as deliveries for the member that claimed
+    /// it. If the read fails, the group is marked behind there again (while this broker
+    /// still owns the shard for it) for the next member's tick.
+    pub async fn reread_share(&self, r: &ShareReread) -> Vec<Delivery> {
+        match self.read_range(&r.key, r.from, r.to).await {
+            Ok(records) => records
+                .iter()
+                .filter_map(|(offset, record)| match_shared(&r.sub, &r.key, *offset, record))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(topic = %r.key.0, shard = r.key.1, from = r.from, to = r.to, error = %e, "re-reading what a share group fell behind on");
+                if let Some(g) = &r.sub.share_group {
+                    let mut t = self.lock();
+                    let Table {
+                        share_owned,
+                        share_behind,
+                        ..
+                    } = &mut *t;
+                    if owns(share_owned, g, &r.sub.filter, &r.key) {
+                        share_behind.fall_behind(g, &r.sub.filter, &r.key, r.from);
+                    }
+                }
+                Vec::new()
+            }
+        }
     }
 
     /// Starts tailers for every bound shard and returns once each has its starting
@@ -857,6 +1031,116 @@ mod tests {
         d.dispatch(&key, 5, vec![(5, record(0)), (6, record(0))], 7);
         assert!(d.take_lost(7).is_empty());
         assert_eq!(d.detach(7)[&key], 7);
+    }
+
+    fn shared_member(d: &Dispatcher, conn: u64, room: usize) -> mpsc::Receiver<Delivery> {
+        let (tx, rx) = mpsc::channel(room);
+        let sub = Sub::new("$share/g/a/#", &qos1_options(), None).unwrap();
+        d.attach(conn, &format!("m{conn}"), tx, vec![sub]);
+        rx
+    }
+
+    fn queued(rx: &mut mpsc::Receiver<Delivery>) -> Vec<u64> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|d| d.offset)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_shared_record_its_member_has_no_room_for_goes_to_the_next_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dispatcher::new(Arc::new(memory_for_tests(dir.path())));
+        let key: ShardKey = ("t".into(), 0);
+        let g: GroupKey = ("g".into(), "a/#".into());
+        let mut rx1 = shared_member(&d, 1, 1);
+        let mut rx2 = shared_member(&d, 2, 16);
+        d.set_share_owned(owned("g", "a/#", std::slice::from_ref(&key)));
+
+        // Member 1's turns are the even offsets; after the first its queue is full.
+        d.dispatch(&key, 0, (0..6).map(|o| (o, record(1))).collect(), 6);
+        assert_eq!(queued(&mut rx1), [0]);
+        assert_eq!(queued(&mut rx2), [1, 2, 3, 4, 5]);
+        assert_eq!(d.dropped(), 0);
+        let at = d.set_share_owned(owned("g", "a/#", std::slice::from_ref(&key)));
+        assert_eq!(at.delivered(&g, &key), Some(6));
+        assert!(d.take_share_behind(1).is_empty() && d.take_share_behind(2).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_group_without_room_falls_behind_and_a_member_rereads_what_it_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn StorageAdapter> = Arc::new(memory_for_tests(dir.path()));
+        let d = Dispatcher::new(storage.clone());
+        let key: ShardKey = ("t".into(), 0);
+        let g: GroupKey = ("g".into(), "a/#".into());
+        for n in 0..8 {
+            let r = MqttRecord {
+                topic: if n == 3 { "x/y" } else { "a/b" }.into(),
+                qos: 1,
+                payload: bytes::Bytes::from(format!("m{n}")),
+                ..Default::default()
+            };
+            let batch = crate::storage::record::encode_batch(&[r]);
+            storage.append("t", 0, vec![batch]).await.unwrap();
+        }
+        let mut rx1 = shared_member(&d, 1, 1);
+        let mut rx2 = shared_member(&d, 2, 1);
+        let own = || owned("g", "a/#", std::slice::from_ref(&key));
+        d.set_share_owned(own());
+
+        // 0 and 1 fill both queues; 2 fits nobody.
+        d.dispatch(&key, 0, (0..3).map(|o| (o, record(1))).collect(), 3);
+        assert_eq!(d.dropped(), 1);
+        assert_eq!(
+            d.set_share_owned(own()).delivered(&g, &key),
+            Some(2),
+            "the cursor stops at the record no member took"
+        );
+        assert_eq!((queued(&mut rx1), queued(&mut rx2)), (vec![0], vec![1]));
+
+        // Room again, but the group stays behind until a member re-reads.
+        d.dispatch(&key, 3, (3..5).map(|o| (o, record(1))).collect(), 5);
+        assert!(queued(&mut rx1).is_empty() && queued(&mut rx2).is_empty());
+        assert_eq!(d.set_share_owned(own()).delivered(&g, &key), Some(2));
+
+        // One member claims the range up to the live position and delivers it itself
+        // (3 is on another topic); the group is live again.
+        let claimed = d.take_share_behind(2);
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            (&claimed[0].key, claimed[0].from, claimed[0].to),
+            (&key, 2, 5)
+        );
+        assert!(d.take_share_behind(1).is_empty(), "claimed once");
+        let reread: Vec<(u64, String)> = d
+            .reread_share(&claimed[0])
+            .await
+            .into_iter()
+            .map(|d| {
+                let payload = String::from_utf8_lossy(&d.record.payload).into_owned();
+                (d.offset, payload)
+            })
+            .collect();
+        assert_eq!(reread, [(2, "m2".to_string()), (4, "m4".to_string())]);
+        d.dispatch(&key, 5, vec![(5, record(1))], 6);
+        assert_eq!(queued(&mut rx2), [5]);
+        assert_eq!(d.set_share_owned(own()).delivered(&g, &key), Some(6));
+
+        // QoS 0 records that fit nobody are dropped (and counted), not re-read.
+        d.dispatch(&key, 6, (6..8).map(|o| (o, record(1))).collect(), 8);
+        d.dispatch(&key, 8, vec![(8, record(0))], 9);
+        assert_eq!(d.dropped(), 2);
+        assert!(d.take_share_behind(1).is_empty());
+        assert_eq!(d.set_share_owned(own()).delivered(&g, &key), Some(9));
+
+        // The group's last member leaving while it is behind: the next owner starts at
+        // the record nobody took.
+        d.dispatch(&key, 9, vec![(9, record(1))], 10);
+        d.detach(1);
+        d.detach(2);
+        let left = d.take_share_left();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1[&key], 9);
     }
 
     #[tokio::test]

@@ -28,6 +28,7 @@ pub mod outbound;
 pub mod registry;
 pub mod session;
 pub mod share;
+pub mod share_behind;
 pub mod state;
 pub mod sys;
 pub mod takeover;

@@ -260,7 +260,8 @@ impl Session {
         end
     }
 
-    /// Re-reads from storage what did not fit this session's queue (QoS 1/2 only).
+    /// Re-reads from storage what did not fit this session's queue (QoS 1/2 only), and
+    /// what its share groups fell behind on.
     async fn recover_lost(&mut self) {
         let subs: Vec<_> = self.state.subs.values().cloned().collect();
         for (key, from, to) in self.ctx.dispatcher.take_lost(self.conn_id) {
@@ -282,6 +283,15 @@ impl Session {
                 Err(e) => {
                     tracing::warn!(client_id = %self.client_id, error = %e, "re-reading lost records")
                 }
+            }
+        }
+        // What this session's share groups fell behind on (no member had room): the first
+        // member to tick delivers it, through its own queue, which has no bound for QoS 1/2.
+        for r in self.ctx.dispatcher.take_share_behind(self.conn_id) {
+            tracing::debug!(client_id = %self.client_id, topic = %r.key.0, shard = r.key.1, from = r.from, to = r.to, "re-reading what a share group fell behind on");
+            for d in self.ctx.dispatcher.reread_share(&r).await {
+                self.dirty = true;
+                self.deliver(d);
             }
         }
     }

@@ -11,8 +11,10 @@
 //!   shard for the group ([`Dispatcher`] keeps the ownership).
 //!
 //! A hand-over loses nothing. The owner checkpoints, per group and shard, the position up
-//! to which records were offered to its members (`kv/mqtt-share/cursors/...`): about once
-//! a second, and at once when it gives a shard up or its last member of the group leaves.
+//! to which records were handed to its members (`kv/mqtt-share/cursors/...`), lowered to
+//! the first record the group fell behind on when no member had room for it
+//! ([`super::share_behind`]): about once a second, and at once when it gives a shard up or
+//! its last member of the group leaves.
 //! A broker that gains a shard re-reads from that cursor up to its own live position and
 //! offers those records too. Brokers whose views differ for a moment (a watch in flight,
 //! a crashed broker not yet declared dead) therefore deliver some records twice, never
@@ -311,10 +313,10 @@ impl ShareGroups {
                 }
                 let at = left
                     .get(g)
-                    .and_then(|p| p.get(k))
-                    .or_else(|| positions.get(k));
+                    .and_then(|p| p.get(k).copied())
+                    .or_else(|| positions.delivered(g, k));
                 if let Some(at) = at {
-                    self.write_cursor(&mut b, g, k, *at).await;
+                    self.write_cursor(&mut b, g, k, at).await;
                 }
                 b.written.remove(&(g.clone(), k.clone()));
             }
@@ -337,7 +339,7 @@ impl ShareGroups {
                 if b.owned.get(g).is_some_and(|o| o.contains(k)) {
                     continue;
                 }
-                if let Some(&live) = positions.get(k) {
+                if let Some(live) = positions.live(k) {
                     self.take_over(g, k, live).await;
                     // At once, not when records first flow: if this broker crashes
                     // before, the next owner must still know where to start.
@@ -352,7 +354,7 @@ impl ShareGroups {
             let owned = b.owned.clone();
             for (g, keys) in &owned {
                 for k in keys {
-                    let Some(&at) = positions.get(k) else {
+                    let Some(at) = positions.delivered(g, k) else {
                         continue;
                     };
                     if b.written.get(&(g.clone(), k.clone())) != Some(&at) {

@@ -91,6 +91,9 @@ struct StandaloneArgs {
     /// Largest MQTT packet accepted, bytes.
     #[arg(long, env = "ROBUSTMQ_MAX_PACKET_SIZE")]
     max_packet_size: Option<u32>,
+    /// Deliveries queued for one MQTT connection (`limits.max_queued`).
+    #[arg(long, env = "ROBUSTMQ_MAX_QUEUED")]
+    max_queued: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -140,6 +143,9 @@ async fn standalone(a: StandaloneArgs) -> anyhow::Result<()> {
     }
     if let Some(m) = a.max_packet_size {
         cfg.broker.limits.max_packet_size = m;
+    }
+    if let Some(q) = a.max_queued {
+        cfg.broker.limits.max_queued = q;
     }
     cfg.broker.validate()?;
     let cancel = CancellationToken::new();
