@@ -1289,6 +1289,33 @@ fn collect_numbers(
     Ok(())
 }
 
+/// Publishes `n` QoS 1 messages numbered `0..n` (the first 8 bytes of each payload,
+/// padded to `payload` bytes) to `{prefix}/{i % 4}`, in rounds of 32 (within the broker's
+/// Receive Maximum of 64), each round acknowledged before the next.
+fn publish_numbers(port: u16, prefix: &str, n: u32, payload: usize) -> Result<()> {
+    use mqtt_codec::{Packet, Publish, QoS};
+    let mut publisher = open(port, &connect_v5("publisher"))?;
+    publisher.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = bytes::BytesMut::new();
+    for round in (0..n).collect::<Vec<_>>().chunks(32) {
+        let mut wire = bytes::BytesMut::new();
+        for &i in round {
+            let mut body = format!("{i:08}").into_bytes();
+            body.resize(payload, b'x');
+            let mut p = Publish::new(format!("{prefix}/{}", i % 4), body);
+            p.qos = QoS::AtLeastOnce;
+            p.packet_id = (i + 1) as u16;
+            Packet::Publish(p).encode(mqtt_codec::ProtocolVersion::V5, &mut wire)?;
+        }
+        publisher.write_all(&wire)?;
+        for _ in round {
+            let ack = recv_v5(&mut publisher, &mut buf)?;
+            anyhow::ensure!(matches!(ack, Packet::PubAck(_)), "PUBACK expected: {ack:?}");
+        }
+    }
+    Ok(())
+}
+
 /// One member of a share group stops reading its socket (its session blocks writing to
 /// it, and its queue of `--max-queued 16` fills up) while 200 QoS 1 messages are
 /// published to the group: the messages that do not fit its queue go to the other member
@@ -1297,7 +1324,6 @@ fn collect_numbers(
 /// member, about a quarter of them were dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_group_member_that_stops_reading_costs_the_group_no_qos1_message() -> Result<()> {
-    use mqtt_codec::{Packet, Publish, QoS};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     const N: u32 = 200;
@@ -1320,26 +1346,7 @@ async fn a_share_group_member_that_stops_reading_costs_the_group_no_qos1_message
         std::thread::spawn(move || collect_numbers(reader, got, stop))
     };
 
-    let mut publisher = open(sa.mqtt, &connect_v5("publisher"))?;
-    publisher.set_read_timeout(Some(Duration::from_secs(10)))?;
-    // In rounds of 32, within the broker's Receive Maximum of 64.
-    let mut buf = bytes::BytesMut::new();
-    for round in (0..N).collect::<Vec<_>>().chunks(32) {
-        let mut wire = bytes::BytesMut::new();
-        for &i in round {
-            let mut payload = format!("{i:08}").into_bytes();
-            payload.resize(PAYLOAD, b'x');
-            let mut p = Publish::new(format!("full/{}", i % 4), payload);
-            p.qos = QoS::AtLeastOnce;
-            p.packet_id = (i + 1) as u16;
-            Packet::Publish(p).encode(mqtt_codec::ProtocolVersion::V5, &mut wire)?;
-        }
-        publisher.write_all(&wire)?;
-        for _ in round {
-            let ack = recv_v5(&mut publisher, &mut buf)?;
-            anyhow::ensure!(matches!(ack, Packet::PubAck(_)), "PUBACK expected: {ack:?}");
-        }
-    }
+    publish_numbers(sa.mqtt, "full", N, PAYLOAD)?;
 
     // The stalled member reads (and acknowledges) again; wait for the group to have all.
     let resumed = {
@@ -1377,6 +1384,70 @@ async fn a_share_group_member_that_stops_reading_costs_the_group_no_qos1_message
     anyhow::ensure!(
         s > 0,
         "the stalled member received nothing before it stalled"
+    );
+    sa.stop();
+    dir.pass();
+    Ok(())
+}
+
+/// A member of a share group stops reading its socket while 200 QoS 1 messages are
+/// published to the group (its session fills its inflight window and its queue), then
+/// its connection ends (clean start, no session expiry: the session ends with it). It
+/// acknowledged none of the messages it was handed, so the other member must receive all
+/// 200 (MQTT 5.0 4.8.2: a message whose delivery to a member's ended session was not
+/// completed goes to another member). Before a leaving member's unfinished shared
+/// deliveries went back to the group, every message it held was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_group_member_that_leaves_hands_what_it_did_not_acknowledge_to_the_group()
+-> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const N: u32 = 200;
+    // As above: more unacknowledged bytes than the socket buffers of a reader that
+    // stopped reading hold, so the leaving member's session holds messages in its
+    // inflight window, its outbound queue and its dispatcher queue.
+    const PAYLOAD: usize = 128 * 1024;
+    let dir = TestDir::new("mqtt-share-leave");
+    let mut sa = Standalone::start(&dir, &["--max-queued", "16"]).await?;
+    let filter = "$share/g/leave/#";
+    let leaving = subscriber_v5(sa.mqtt, "leaving", filter)?;
+    let reader = subscriber_v5(sa.mqtt, "reader", filter)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let by_reader = Arc::new(Mutex::new(Vec::new()));
+    let reading = {
+        let (got, stop) = (by_reader.clone(), stop.clone());
+        std::thread::spawn(move || collect_numbers(reader, got, stop))
+    };
+    publish_numbers(sa.mqtt, "leave", N, PAYLOAD)?;
+    let before = by_reader.lock().unwrap().len();
+
+    // Unread data in its receive buffer: closing sends a reset, so the broker's blocked
+    // write fails at once.
+    drop(leaving);
+    let distinct = || -> std::collections::BTreeSet<u32> {
+        by_reader.lock().unwrap().iter().copied().collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while distinct().len() < N as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    reading.join().unwrap()?;
+    let all = distinct();
+    let r = by_reader.lock().unwrap().len();
+    println!(
+        "reader got {before} before the other member left, {r} in all, {} distinct of {N}",
+        all.len()
+    );
+    anyhow::ensure!(
+        before < N as usize,
+        "the leaving member held nothing (the reader had all {N} before it left)"
+    );
+    let missing: Vec<u32> = (0..N).filter(|i| !all.contains(i)).collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} of {N} messages the leaving member never acknowledged did not reach the rest of the group: {missing:?}",
+        missing.len()
     );
     sa.stop();
     dir.pass();

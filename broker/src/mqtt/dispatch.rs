@@ -30,7 +30,10 @@
 //! group behind on the shard ([`super::share_behind`]): like a plain session's loss, the
 //! group gets nothing more of that shard until one of its members re-reads the range from
 //! storage on its next tick, and the group's cursor never passes the mark. QoS 0 records
-//! that fit no member are dropped, as MQTT allows.
+//! that fit no member are dropped, as MQTT allows. The shared QoS 1/2 records a member
+//! had not finished when its session ended are offered to the group's other members here
+//! in the same way; with none left, they mark the group behind, so that the cursor the
+//! next owner replays from does not pass them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,6 +66,9 @@ pub struct Delivery {
     pub qos: QoS,
     pub retain_as_published: bool,
     pub sub_ids: Vec<u32>,
+    /// Handed to this session as one member of a share group: if the session ends
+    /// before finishing it, the group gets it again ([`Dispatcher::detach`]).
+    pub shared: bool,
 }
 
 struct Entry {
@@ -299,6 +305,7 @@ pub fn match_plain(
             qos,
             retain_as_published: false,
             sub_ids: vec![],
+            shared: false,
         });
         d.qos = d.qos.max(qos);
         d.retain_as_published |= s.retain_as_published;
@@ -335,6 +342,7 @@ fn shared_delivery(
             qos,
             retain_as_published: s.retain_as_published,
             sub_ids: s.id.into_iter().collect(),
+            shared: true,
         },
     }
 }
@@ -347,6 +355,15 @@ pub fn match_shared(
     record: &Arc<MqttRecord>,
 ) -> Option<Delivery> {
     topic::matches(&s.filter, &record.topic).then(|| shared_delivery(s, key, offset, record, None))
+}
+
+/// A shared QoS 1/2 record a session that ended had not finished (queued in its
+/// outbound queue, or sent and not acknowledged).
+#[derive(Debug, Clone)]
+pub struct HeldShared {
+    pub key: ShardKey,
+    pub offset: u64,
+    pub record: Arc<MqttRecord>,
 }
 
 /// A range of one shard that a share group fell behind on, claimed by one member (whose
@@ -506,19 +523,68 @@ impl Dispatcher {
         self.lock().positions.clone()
     }
 
-    /// Removes a connection; returns the positions at which it stopped receiving, lowered
-    /// to the first record it lost on shards where it fell behind.
-    pub fn detach(&self, conn: u64) -> HashMap<ShardKey, u64> {
+    /// Removes a connection whose session ended. `held` are the shared QoS 1/2 records
+    /// its session had not finished (queued or unacknowledged); the deliveries still in
+    /// `rx` are drained under the lock (nothing more is queued after the removal) and
+    /// returned. Each unfinished shared record goes back to its group (MQTT 5.0 4.8.2:
+    /// the server should deliver it to another member): it is offered to the remaining
+    /// members here like a live one (no room: the group falls behind there and a member
+    /// re-reads); with none left, the group is marked behind there, so the cursor
+    /// written for the next owner does not pass it.
+    ///
+    /// Returns the positions at which the connection stopped receiving, lowered to the
+    /// first record it lost on shards where it fell behind, and the drained deliveries.
+    pub fn detach(
+        &self,
+        conn: u64,
+        held: &[HeldShared],
+        rx: &mut mpsc::Receiver<Delivery>,
+    ) -> (HashMap<ShardKey, u64>, Vec<Delivery>) {
         let mut t = self.lock();
         let before = t.groups_of_conn(conn);
         t.unindex(conn);
-        let lost = t.sessions.remove(&conn).map(|e| e.lost).unwrap_or_default();
+        let entry = t.sessions.remove(&conn);
+        let queued: Vec<Delivery> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        if let Some(e) = &entry {
+            let mut unfinished: Vec<(&ShardKey, u64, &Arc<MqttRecord>)> = held
+                .iter()
+                .map(|h| (&h.key, h.offset, &h.record))
+                .chain(
+                    queued
+                        .iter()
+                        .filter(|d| d.shared && d.stored && d.qos != QoS::AtMostOnce)
+                        .map(|d| (&d.key, d.offset, &d.record)),
+                )
+                .collect();
+            unfinished.sort_by_key(|(k, o, _)| (*k, *o));
+            // Which of its groups a delivery came from is not kept: each matching group
+            // the session is a member of gets it again (at worst a duplicate).
+            for g in groups_of(&e.subs) {
+                if t.has_member(&g) {
+                    for (key, offset, record) in &unfinished {
+                        self.offer_shared(&mut t, key, *offset, record, Some(&g));
+                    }
+                    continue;
+                }
+                // Nobody left here: the cursor written for the next owner stops at it.
+                let Table {
+                    share_owned,
+                    share_behind,
+                    ..
+                } = &mut *t;
+                for (key, offset, record) in &unfinished {
+                    if owns(share_owned, &g.0, &g.1, key) && topic::matches(&g.1, &record.topic) {
+                        share_behind.fall_behind(&g.0, &g.1, key, *offset);
+                    }
+                }
+            }
+        }
         self.groups_changed(&mut t, before, BTreeSet::new());
         let mut positions = t.positions.clone();
-        for (k, from) in lost {
+        for (k, from) in entry.map(|e| e.lost).unwrap_or_default() {
             positions.insert(k, from);
         }
-        positions
+        (positions, queued)
     }
 
     /// Like [`Dispatcher::positions`], lowered to the first record `conn` lost per shard.
@@ -1030,7 +1096,7 @@ mod tests {
         // QoS 0 records that do not fit are simply dropped.
         d.dispatch(&key, 5, vec![(5, record(0)), (6, record(0))], 7);
         assert!(d.take_lost(7).is_empty());
-        assert_eq!(d.detach(7)[&key], 7);
+        assert_eq!(d.detach(7, &[], &mut rx).0[&key], 7);
     }
 
     fn shared_member(d: &Dispatcher, conn: u64, room: usize) -> mpsc::Receiver<Delivery> {
@@ -1136,11 +1202,67 @@ mod tests {
         // The group's last member leaving while it is behind: the next owner starts at
         // the record nobody took.
         d.dispatch(&key, 9, vec![(9, record(1))], 10);
-        d.detach(1);
-        d.detach(2);
+        // (The members finished what they had been handed.)
+        queued(&mut rx1);
+        queued(&mut rx2);
+        d.detach(1, &[], &mut rx1);
+        d.detach(2, &[], &mut rx2);
         let left = d.take_share_left();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].1[&key], 9);
+    }
+
+    #[tokio::test]
+    async fn what_a_leaving_member_had_not_finished_goes_back_to_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dispatcher::new(Arc::new(memory_for_tests(dir.path())));
+        let (key, other): (ShardKey, ShardKey) = (("t".into(), 0), ("t".into(), 1));
+        let g: GroupKey = ("g".into(), "a/#".into());
+        let mut rx1 = shared_member(&d, 1, 16);
+        let mut rx2 = shared_member(&d, 2, 16);
+        let mut rx3 = shared_member(&d, 3, 2);
+        let own = || owned("g", "a/#", std::slice::from_ref(&key));
+        d.set_share_owned(own());
+        d.dispatch(&other, 0, vec![], 10);
+        let held = |key: &ShardKey, offset| HeldShared {
+            key: key.clone(),
+            offset,
+            record: record(1),
+        };
+
+        // 0..6 rotate over the three members; member 3's queue is full after 2 and 5.
+        d.dispatch(&key, 0, (0..6).map(|o| (o, record(1))).collect(), 6);
+        assert_eq!(queued(&mut rx1), [0, 3]);
+        // Member 2 took 1 into its session and has not acknowledged it; 4 is still in
+        // its queue. Both go to the member with room, nothing is re-read.
+        assert_eq!(rx2.try_recv().unwrap().offset, 1);
+        let (_, queued_at_exit) = d.detach(2, &[held(&key, 1)], &mut rx2);
+        assert_eq!(
+            queued_at_exit.iter().map(|d| d.offset).collect::<Vec<_>>(),
+            [4]
+        );
+        assert_eq!(queued(&mut rx1), [1, 4]);
+        assert_eq!(d.set_share_owned(own()).delivered(&g, &key), Some(6));
+
+        // Member 1 leaves holding both unacknowledged; member 3 has no room: the group
+        // falls behind from the lowest, and member 3 re-reads from there on its tick.
+        d.detach(1, &[held(&key, 4), held(&key, 1)], &mut rx1);
+        assert_eq!(d.set_share_owned(own()).delivered(&g, &key), Some(1));
+        let claimed = d.take_share_behind(3);
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            (&claimed[0].key, claimed[0].from, claimed[0].to),
+            (&key, 1, 6)
+        );
+
+        // The last member leaves holding 2 (unacknowledged) and 5 (queued), and 3 of a
+        // shard this broker does not own for the group (left to that shard's owner):
+        // the next owner starts at 2.
+        assert_eq!(rx3.try_recv().unwrap().offset, 2);
+        d.detach(3, &[held(&key, 2), held(&other, 3)], &mut rx3);
+        let left = d.take_share_left();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].1[&key], left[0].1[&other]), (2, 10));
     }
 
     #[tokio::test]
@@ -1311,8 +1433,8 @@ mod tests {
         d.dispatch(&key, 1, vec![(1, record(1))], 2);
         assert_eq!(got(&mut rxs), [1, 1, 0, 0, 1]);
 
-        d.detach(1);
-        d.detach(2);
+        d.detach(1, &[], &mut rxs[0]);
+        d.detach(2, &[], &mut rxs[1]);
         d.dispatch(&key, 2, vec![(2, record(1))], 3);
         assert_eq!(got(&mut rxs)[2..], [0, 0, 1]);
     }
@@ -1367,7 +1489,7 @@ mod tests {
 
         // One member leaving changes nothing; the last one leaving is noted with the
         // positions it left at.
-        d.detach(1);
+        d.detach(1, &[], &mut rx1);
         assert!(d.take_share_left().is_empty());
         d.set_subs(2, vec![]);
         let left = d.take_share_left();

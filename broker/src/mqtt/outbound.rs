@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mqtt_codec::{Packet, Properties, PubRel, Publish, QoS};
 
+use super::dispatch::HeldShared;
 use super::now_ms;
 use super::state::{SavedInflight, SavedOut, ShardKey};
 use crate::storage::record::MqttRecord;
@@ -25,6 +26,8 @@ pub struct OutMsg {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
+    /// Delivered to this client as one member of a share group.
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +219,27 @@ impl Outbound {
         m
     }
 
+    /// The stored shared QoS 1/2 messages the client has not received for sure: queued,
+    /// or sent and not acknowledged (PUBACK or PUBREC). A QoS 2 message whose PUBREC
+    /// arrived is the client's already and is left out, or the group would get it twice.
+    pub fn held_shared(&self) -> Vec<HeldShared> {
+        self.inflight
+            .values()
+            .filter(|i| i.stage != Awaiting::Comp)
+            .map(|i| &i.msg)
+            .chain(self.pending.iter())
+            .filter(|m| m.shared && m.qos != QoS::AtMostOnce)
+            .filter_map(|m| {
+                let (key, offset) = m.source.clone()?;
+                Some(HeldShared {
+                    key,
+                    offset,
+                    record: m.record.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// The inflight QoS 1/2 messages with a stored source, for saving.
     pub fn saved(&self) -> Vec<SavedOut> {
         let mut v: Vec<SavedOut> = self
@@ -303,7 +327,36 @@ mod tests {
             qos,
             retain: false,
             sub_ids: vec![],
+            shared: false,
         }
+    }
+
+    #[test]
+    fn held_shared_is_queued_or_unacknowledged_shared_qos12_only() {
+        let mut o = Outbound::new(3, 100);
+        let mut out = Vec::new();
+        let shared = |qos, off| OutMsg {
+            shared: true,
+            ..msg(qos, off)
+        };
+        o.enqueue(shared(QoS::AtLeastOnce, 10), &mut out);
+        o.enqueue(msg(QoS::AtLeastOnce, 11), &mut out);
+        o.enqueue(shared(QoS::ExactlyOnce, 12), &mut out);
+        o.enqueue(shared(QoS::AtLeastOnce, 13), &mut out);
+        o.enqueue(shared(QoS::AtMostOnce, 14), &mut out);
+        o.enqueue(shared(QoS::AtLeastOnce, 15), &mut out);
+        let held = |o: &Outbound| -> Vec<u64> {
+            let mut v: Vec<u64> = o.held_shared().iter().map(|h| h.offset).collect();
+            v.sort_unstable();
+            v
+        };
+        // 10, 11 and 12 are inflight, the rest queued (14 is QoS 0: never held).
+        assert_eq!(held(&o), [10, 12, 13, 15]);
+        assert_eq!(pids(&out), [1, 2, 3]);
+        // PUBREC: the QoS 2 message is the client's now; PUBACK: finished.
+        assert_eq!(o.on_pubrec(3, false, &mut out), AckResult::Release(3));
+        assert_eq!(o.on_puback(1, &mut out), AckResult::Done);
+        assert_eq!(held(&o), [13, 15]);
     }
 
     fn pids(out: &[Packet]) -> Vec<u16> {

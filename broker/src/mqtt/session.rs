@@ -115,6 +115,7 @@ impl Session {
                 qos: d.qos,
                 retain,
                 sub_ids: d.sub_ids,
+                shared: d.shared,
             },
             &mut self.outbox,
         );
@@ -363,9 +364,13 @@ impl Session {
     /// Saves the session as disconnected, publishes the will, unregisters.
     async fn finish(mut self, send_will: bool) {
         let ctx = self.ctx.clone();
-        let positions = ctx.dispatcher.detach(self.conn_id);
+        // What it holds for its share groups goes back to them, also for a persistent
+        // session: a resume re-reads only plain subscriptions, so the group would never
+        // get it otherwise (see docs/mqtt.md).
+        let held = self.out.held_shared();
+        let (positions, queued) = ctx.dispatcher.detach(self.conn_id, &held, &mut self.rx);
         let mut unfinished = self.out.unfinished();
-        while let Ok(d) = self.rx.try_recv() {
+        for d in queued {
             if !d.stored {
                 continue;
             }

@@ -1,5 +1,6 @@
 //! Where share groups fell behind on this broker: per group, filter and owned shard, the
-//! first offset of a QoS 1/2 record that none of the group's local members had room for.
+//! first offset of a QoS 1/2 record that none of the group's local members had room for,
+//! or that a member whose session ended had not finished.
 //!
 //! It works like a plain session's "lost from" mark (see [`super::dispatch`]), for the
 //! group instead of one session: while a group is behind on a shard, nothing more of that
