@@ -263,8 +263,21 @@ impl MetaNode {
         Ok(())
     }
 
+    /// Changes the membership from any node, and returns once this node's Raft metrics,
+    /// which [`Self::members`] reads, show the change: a follower answering for the leader
+    /// must not report the membership from before the caller's own change.
     pub async fn membership(&self, req: ForwardRequest) -> MetaResult<()> {
-        self.on_leader(req).await.map(|_| ())
+        self.on_leader(req).await?;
+        let index = match self.on_leader(ForwardRequest::ReadIndex).await? {
+            ForwardResponse::ReadIndex(i) => i,
+            other => return Err(MetaError::Internal(format!("unexpected reply {other:?}"))),
+        };
+        self.raft
+            .wait(Some(LEADER_WAIT))
+            .applied_index_at_least(Some(index), "membership change")
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("catching up to index {index}: {e}")))?;
+        Ok(())
     }
 
     /// Voters and learners of the current membership, with their addresses.
