@@ -1453,3 +1453,96 @@ async fn a_share_group_member_that_leaves_hands_what_it_did_not_acknowledge_to_t
     dir.pass();
     Ok(())
 }
+
+/// A share group has one member on each of two brokers. The member on broker 1 receives
+/// its share of 200 QoS 1 messages and acknowledges none; broker 1 checkpoints the group's
+/// cursor and is then SIGKILLed. Broker 2 takes broker 1's shard over from that cursor, so
+/// the member on broker 2 must end up with all 200: the cursor may not pass a record a
+/// member has not acknowledged. Before the cursor stopped at unacknowledged records, every
+/// message the member on the dead broker held was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_group_gets_again_what_a_dead_brokers_member_had_not_acknowledged() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const N: u32 = 200;
+    let dir = TestDir::new("mqtt-share-dead");
+    let mut split = Split::start(&dir, 2).await?;
+    let (p1, p2) = (split.brokers[0].mqtt, split.brokers[1].mqtt);
+    // `dead/0` .. `dead/3` land on both shards of the default binding.
+    let filter = "$share/g/dead/#";
+    let mut holder = subscriber_v5(p1, "holder", filter)?;
+    let reader = subscriber_v5(p2, "reader", filter)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let by_reader = Arc::new(Mutex::new(Vec::new()));
+    let reading = {
+        let (got, stop) = (by_reader.clone(), stop.clone());
+        std::thread::spawn(move || collect_numbers(reader, got, stop))
+    };
+    // Each broker learns of the other's member through meta, then owns one shard.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    publish_numbers(p2, "dead", N, 64)?;
+
+    // The holder reads what broker 1 sends it and acknowledges nothing.
+    let held = publishes_without_ack(&mut holder, Duration::from_secs(2))?;
+    let before = by_reader.lock().unwrap().len();
+    println!("the member on broker 1 holds {held} unacknowledged, the reader has {before}");
+    anyhow::ensure!(
+        held > 0 && before < N as usize,
+        "broker 1 owned no shard of the group (holder {held}, reader {before})"
+    );
+    // Broker 1 writes the group's cursor about once a second while records flow.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    split.brokers[0].proc.kill();
+    drop(holder);
+
+    // Broker 2 takes broker 1's shard over once broker 1's lease lapses (about 10 s).
+    let distinct = || -> std::collections::BTreeSet<u32> {
+        by_reader.lock().unwrap().iter().copied().collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while distinct().len() < N as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    reading.join().unwrap()?;
+    let all = distinct();
+    let missing: Vec<u32> = (0..N).filter(|i| !all.contains(i)).collect();
+    println!(
+        "the reader got {} deliveries, {} distinct of {N}",
+        by_reader.lock().unwrap().len(),
+        all.len()
+    );
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} of {N} messages the member on the dead broker never acknowledged were lost: {missing:?}",
+        missing.len()
+    );
+    split.stop();
+    dir.pass();
+    Ok(())
+}
+
+/// Reads PUBLISHes on `s` without acknowledging them until none came for `quiet`;
+/// returns how many arrived.
+fn publishes_without_ack(s: &mut TcpStream, quiet: Duration) -> Result<usize> {
+    s.set_read_timeout(Some(quiet))?;
+    let mut buf = bytes::BytesMut::new();
+    let mut n = 0;
+    loop {
+        match recv_v5(s, &mut buf) {
+            Ok(mqtt_codec::Packet::Publish(_)) => n += 1,
+            Ok(_) => {}
+            Err(e)
+                if e.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                    matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }) =>
+            {
+                return Ok(n);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

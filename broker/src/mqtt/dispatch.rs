@@ -46,6 +46,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::share_behind::{ShareBehind, SharePositions};
+use super::share_unfinished::{Ticket, Unfinished};
 use super::state::{ShardKey, Sub};
 use crate::meta::TopicRoutes;
 use crate::storage::StorageAdapter;
@@ -66,9 +67,11 @@ pub struct Delivery {
     pub qos: QoS,
     pub retain_as_published: bool,
     pub sub_ids: Vec<u32>,
-    /// Handed to this session as one member of a share group: if the session ends
-    /// before finishing it, the group gets it again ([`Dispatcher::detach`]).
-    pub shared: bool,
+    /// Set when handed to this session as one member of a share group at QoS 1/2: the
+    /// record stays unfinished for the group until this is dropped (acknowledged, or
+    /// discarded), and if the session ends first the group gets it again
+    /// ([`Dispatcher::detach`]).
+    pub ticket: Option<Ticket>,
 }
 
 struct Entry {
@@ -129,6 +132,8 @@ struct Table {
     share_left: Vec<(GroupKey, HashMap<ShardKey, u64>)>,
     /// Where share groups fell behind on shards they own here (no member had room).
     share_behind: ShareBehind,
+    /// The shared records members here have not finished, per group and shard.
+    share_unfinished: Unfinished,
 }
 
 /// A share group and the filter its members subscribed to.
@@ -305,7 +310,7 @@ pub fn match_plain(
             qos,
             retain_as_published: false,
             sub_ids: vec![],
-            shared: false,
+            ticket: None,
         });
         d.qos = d.qos.max(qos);
         d.retain_as_published |= s.retain_as_published;
@@ -317,16 +322,18 @@ pub fn match_plain(
 }
 
 /// The delivery of `record` to a share group member subscribed with `s`; `reuse` is a
-/// delivery of the same record another member's full queue gave back.
+/// delivery of the same record another member's full queue gave back (a delivery to
+/// the same group). At QoS 1/2 it carries a ticket of the group's slot in `unfinished`.
 fn shared_delivery(
     s: &Sub,
     key: &ShardKey,
     offset: u64,
     record: &Arc<MqttRecord>,
     reuse: Option<Delivery>,
+    unfinished: &mut Unfinished,
 ) -> Delivery {
     let qos = s.qos.min(QoS::from_u8(record.qos).unwrap_or_default());
-    match reuse {
+    let mut d = match reuse {
         Some(mut d) => {
             d.qos = qos;
             d.retain_as_published = s.retain_as_published;
@@ -342,28 +349,40 @@ fn shared_delivery(
             qos,
             retain_as_published: s.retain_as_published,
             sub_ids: s.id.into_iter().collect(),
-            shared: true,
+            ticket: None,
         },
+    };
+    if qos == QoS::AtMostOnce {
+        d.ticket = None;
+    } else if d.ticket.is_none()
+        && let Some(g) = &s.share_group
+    {
+        d.ticket = Some(unfinished.ticket(g, &s.filter, key, offset));
     }
+    d
 }
 
 /// The delivery of `record` to a member subscribed with the shared `s`, if it matches.
-pub fn match_shared(
+fn match_shared(
     s: &Sub,
     key: &ShardKey,
     offset: u64,
     record: &Arc<MqttRecord>,
+    unfinished: &mut Unfinished,
 ) -> Option<Delivery> {
-    topic::matches(&s.filter, &record.topic).then(|| shared_delivery(s, key, offset, record, None))
+    topic::matches(&s.filter, &record.topic)
+        .then(|| shared_delivery(s, key, offset, record, None, unfinished))
 }
 
 /// A shared QoS 1/2 record a session that ended had not finished (queued in its
-/// outbound queue, or sent and not acknowledged).
+/// outbound queue, or sent and not acknowledged), with a ticket that keeps it unfinished
+/// until it is handed back.
 #[derive(Debug, Clone)]
 pub struct HeldShared {
     pub key: ShardKey,
     pub offset: u64,
     pub record: Arc<MqttRecord>,
+    pub ticket: Option<Ticket>,
 }
 
 /// A range of one shard that a share group fell behind on, claimed by one member (whose
@@ -374,6 +393,9 @@ pub struct ShareReread {
     pub key: ShardKey,
     pub from: u64,
     pub to: u64,
+    /// Keeps `from` unfinished for the group from the claim until the re-read records,
+    /// with tickets of their own, are queued: the cursor must not pass the range meanwhile.
+    pub ticket: Ticket,
 }
 
 impl Dispatcher {
@@ -491,15 +513,38 @@ impl Dispatcher {
         let at = SharePositions {
             positions: t.positions.clone(),
             behind: t.share_behind.clone(),
+            unfinished: t.share_unfinished.lowest(),
         };
         t.share_owned = owned;
         let Table {
             share_owned,
             share_behind,
+            share_unfinished,
             ..
         } = &mut *t;
         share_behind.retain(|g, f, k| owns(share_owned, g, f, k));
+        share_unfinished.retain(|g, f, k| owns(share_owned, g, f, k));
         at
+    }
+
+    /// Marks group `g` (filter `f`) behind on `key` from `from`, while this broker owns
+    /// the shard for it: a re-read that failed is retried by the next member's tick.
+    pub fn share_fall_behind(&self, g: &str, f: &str, key: &ShardKey, from: u64) {
+        let mut t = self.lock();
+        let Table {
+            share_owned,
+            share_behind,
+            ..
+        } = &mut *t;
+        if owns(share_owned, g, f, key) {
+            share_behind.fall_behind(g, f, key, from);
+        }
+    }
+
+    /// Keeps `offset` of `key` unfinished for group `g` while the ticket lives (a replay
+    /// under way: its records get tickets of their own only once read).
+    pub fn share_ticket(&self, g: &GroupKey, key: &ShardKey, offset: u64) -> Ticket {
+        self.lock().share_unfinished.ticket(&g.0, &g.1, key, offset)
     }
 
     /// Offers records of `key` re-read from storage to this broker's members of one
@@ -552,7 +597,7 @@ impl Dispatcher {
                 .chain(
                     queued
                         .iter()
-                        .filter(|d| d.shared && d.stored && d.qos != QoS::AtMostOnce)
+                        .filter(|d| d.ticket.is_some())
                         .map(|d| (&d.key, d.offset, &d.record)),
                 )
                 .collect();
@@ -688,6 +733,7 @@ impl Dispatcher {
             shared,
             share_owned,
             share_behind,
+            share_unfinished,
             ..
         } = t;
         let mut groups: BTreeMap<(&str, &str), Vec<(u64, &Sub)>> = BTreeMap::new();
@@ -725,7 +771,7 @@ impl Dispatcher {
                 let Some(e) = sessions.get(&conn) else {
                     return false;
                 };
-                let d = shared_delivery(s, key, offset, record, spare.take());
+                let d = shared_delivery(s, key, offset, record, spare.take(), share_unfinished);
                 reliable |= d.qos != QoS::AtMostOnce;
                 match e.tx.try_send(d) {
                     Ok(()) => true,
@@ -805,6 +851,7 @@ impl Dispatcher {
             sessions,
             positions,
             share_behind,
+            share_unfinished,
             ..
         } = &mut *t;
         let Some(e) = sessions.get(&conn) else {
@@ -821,6 +868,7 @@ impl Dispatcher {
                     && from < to
                 {
                     out.push(ShareReread {
+                        ticket: share_unfinished.ticket(g, &s.filter, &key, from),
                         sub: s.clone(),
                         key,
                         from,
@@ -837,22 +885,19 @@ impl Dispatcher {
     /// still owns the shard for it) for the next member's tick.
     pub async fn reread_share(&self, r: &ShareReread) -> Vec<Delivery> {
         match self.read_range(&r.key, r.from, r.to).await {
-            Ok(records) => records
-                .iter()
-                .filter_map(|(offset, record)| match_shared(&r.sub, &r.key, *offset, record))
-                .collect(),
+            Ok(records) => {
+                let mut t = self.lock();
+                records
+                    .iter()
+                    .filter_map(|(offset, record)| {
+                        match_shared(&r.sub, &r.key, *offset, record, &mut t.share_unfinished)
+                    })
+                    .collect()
+            }
             Err(e) => {
                 tracing::warn!(topic = %r.key.0, shard = r.key.1, from = r.from, to = r.to, error = %e, "re-reading what a share group fell behind on");
                 if let Some(g) = &r.sub.share_group {
-                    let mut t = self.lock();
-                    let Table {
-                        share_owned,
-                        share_behind,
-                        ..
-                    } = &mut *t;
-                    if owns(share_owned, g, &r.sub.filter, &r.key) {
-                        share_behind.fall_behind(g, &r.sub.filter, &r.key, r.from);
-                    }
+                    self.share_fall_behind(g, &r.sub.filter, &r.key, r.from);
                 }
                 Vec::new()
             }
@@ -1159,10 +1204,15 @@ mod tests {
         assert_eq!(d.dropped(), 1);
         assert_eq!(
             d.set_share_owned(own()).delivered(&g, &key),
-            Some(2),
-            "the cursor stops at the record no member took"
+            Some(0),
+            "the cursor stops at the first record a member has not finished"
         );
         assert_eq!((queued(&mut rx1), queued(&mut rx2)), (vec![0], vec![1]));
+        assert_eq!(
+            d.set_share_owned(own()).delivered(&g, &key),
+            Some(2),
+            "the members finished theirs; the cursor stops at the record no member took"
+        );
 
         // Room again, but the group stays behind until a member re-reads.
         d.dispatch(&key, 3, (3..5).map(|o| (o, record(1))).collect(), 5);
@@ -1188,6 +1238,12 @@ mod tests {
             })
             .collect();
         assert_eq!(reread, [(2, "m2".to_string()), (4, "m4".to_string())]);
+        assert_eq!(
+            d.set_share_owned(own()).delivered(&g, &key),
+            Some(2),
+            "the claim holds the cursor until its records are in the member's session"
+        );
+        drop(claimed);
         d.dispatch(&key, 5, vec![(5, record(1))], 6);
         assert_eq!(queued(&mut rx2), [5]);
         assert_eq!(d.set_share_owned(own()).delivered(&g, &key), Some(6));
@@ -1197,19 +1253,56 @@ mod tests {
         d.dispatch(&key, 8, vec![(8, record(0))], 9);
         assert_eq!(d.dropped(), 2);
         assert!(d.take_share_behind(1).is_empty());
-        assert_eq!(d.set_share_owned(own()).delivered(&g, &key), Some(9));
+        assert_eq!(
+            d.set_share_owned(own()).delivered(&g, &key),
+            Some(6),
+            "6 and 7 wait in the members' queues"
+        );
 
         // The group's last member leaving while it is behind: the next owner starts at
         // the record nobody took.
         d.dispatch(&key, 9, vec![(9, record(1))], 10);
         // (The members finished what they had been handed.)
-        queued(&mut rx1);
-        queued(&mut rx2);
+        assert_eq!((queued(&mut rx1), queued(&mut rx2)), (vec![6], vec![7]));
+        assert_eq!(d.set_share_owned(own()).delivered(&g, &key), Some(9));
         d.detach(1, &[], &mut rx1);
         d.detach(2, &[], &mut rx2);
         let left = d.take_share_left();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].1[&key], 9);
+    }
+
+    #[tokio::test]
+    async fn the_cursor_stops_at_the_first_shared_record_a_member_has_not_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dispatcher::new(Arc::new(memory_for_tests(dir.path())));
+        let key: ShardKey = ("t".into(), 0);
+        let g: GroupKey = ("g".into(), "a/#".into());
+        let mut rx1 = shared_member(&d, 1, 16);
+        let mut rx2 = shared_member(&d, 2, 16);
+        let own = || owned("g", "a/#", std::slice::from_ref(&key));
+        d.set_share_owned(own());
+        let delivered = || d.set_share_owned(own()).delivered(&g, &key);
+
+        // 0..6 at QoS 1 alternate between the members; 6 is QoS 0 (nothing to finish).
+        d.dispatch(&key, 0, (0..6).map(|o| (o, record(1))).collect(), 6);
+        d.dispatch(&key, 6, vec![(6, record(0))], 7);
+        let mut held1: Vec<Delivery> = std::iter::from_fn(|| rx1.try_recv().ok()).collect();
+        let held2: Vec<Delivery> = std::iter::from_fn(|| rx2.try_recv().ok()).collect();
+        let offsets = |v: &[Delivery]| v.iter().map(|d| d.offset).collect::<Vec<_>>();
+        assert_eq!(
+            (offsets(&held1), offsets(&held2)),
+            (vec![0, 2, 4, 6], vec![1, 3, 5])
+        );
+        assert_eq!(delivered(), Some(0), "nothing acknowledged yet");
+
+        // Member 1 acknowledges 0 and 2; member 2's 1 is now the first open one.
+        held1.drain(..2);
+        assert_eq!(delivered(), Some(1));
+        drop(held2);
+        assert_eq!(delivered(), Some(4));
+        drop(held1);
+        assert_eq!(delivered(), Some(7), "all finished: the live position");
     }
 
     #[tokio::test]
@@ -1228,6 +1321,7 @@ mod tests {
             key: key.clone(),
             offset,
             record: record(1),
+            ticket: None,
         };
 
         // 0..6 rotate over the three members; member 3's queue is full after 2 and 5.
@@ -1242,7 +1336,11 @@ mod tests {
             [4]
         );
         assert_eq!(queued(&mut rx1), [1, 4]);
-        assert_eq!(d.set_share_owned(own()).delivered(&g, &key), Some(6));
+        assert_eq!(
+            d.set_share_owned(own()).delivered(&g, &key),
+            Some(2),
+            "member 3 has not finished 2 and 5"
+        );
 
         // Member 1 leaves holding both unacknowledged; member 3 has no room: the group
         // falls behind from the lowest, and member 3 re-reads from there on its tick.

@@ -29,6 +29,7 @@ pub mod registry;
 pub mod session;
 pub mod share;
 pub mod share_behind;
+pub mod share_unfinished;
 pub mod state;
 pub mod sys;
 pub mod takeover;

@@ -14,6 +14,7 @@ use mqtt_codec::{Packet, Properties, PubRel, Publish, QoS};
 
 use super::dispatch::HeldShared;
 use super::now_ms;
+use super::share_unfinished::Ticket;
 use super::state::{SavedInflight, SavedOut, ShardKey};
 use crate::storage::record::MqttRecord;
 
@@ -26,8 +27,10 @@ pub struct OutMsg {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
-    /// Delivered to this client as one member of a share group.
-    pub shared: bool,
+    /// Delivered to this client at QoS 1/2 as one member of a share group: the group
+    /// counts the record unfinished until this is dropped
+    /// ([`super::share_unfinished`]).
+    pub ticket: Option<Ticket>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +183,8 @@ impl Outbound {
                     return AckResult::Done;
                 }
                 i.stage = Awaiting::Comp;
+                // The client has it: from here on its group is done with it.
+                i.msg.ticket = None;
                 AckResult::Release(pid)
             }
             // A repeated PUBREC: answer with PUBREL again.
@@ -228,13 +233,14 @@ impl Outbound {
             .filter(|i| i.stage != Awaiting::Comp)
             .map(|i| &i.msg)
             .chain(self.pending.iter())
-            .filter(|m| m.shared && m.qos != QoS::AtMostOnce)
+            .filter(|m| m.ticket.is_some())
             .filter_map(|m| {
                 let (key, offset) = m.source.clone()?;
                 Some(HeldShared {
                     key,
                     offset,
                     record: m.record.clone(),
+                    ticket: m.ticket.clone(),
                 })
             })
             .collect()
@@ -327,16 +333,21 @@ mod tests {
             qos,
             retain: false,
             sub_ids: vec![],
-            shared: false,
+            ticket: None,
         }
     }
 
     #[test]
     fn held_shared_is_queued_or_unacknowledged_shared_qos12_only() {
+        use crate::mqtt::share_unfinished::Unfinished;
         let mut o = Outbound::new(3, 100);
         let mut out = Vec::new();
-        let shared = |qos, off| OutMsg {
-            shared: true,
+        let mut unfinished = Unfinished::default();
+        let key: ShardKey = ("t".into(), 0);
+        let group = ("g".to_string(), "a".to_string());
+        let mut shared = |qos, off| OutMsg {
+            // As the dispatcher issues them: shared QoS 1/2 deliveries only.
+            ticket: (qos != QoS::AtMostOnce).then(|| unfinished.ticket("g", "a", &key, off)),
             ..msg(qos, off)
         };
         o.enqueue(shared(QoS::AtLeastOnce, 10), &mut out);
@@ -357,6 +368,19 @@ mod tests {
         assert_eq!(o.on_pubrec(3, false, &mut out), AckResult::Release(3));
         assert_eq!(o.on_puback(1, &mut out), AckResult::Done);
         assert_eq!(held(&o), [13, 15]);
+        assert_eq!(unfinished.lowest_of(&group, &key), Some(13));
+        // Finishing the rest (PUBACKs, PUBCOMP) leaves the group nothing unfinished.
+        assert_eq!(o.on_puback(2, &mut out), AckResult::Done);
+        assert_eq!(o.on_pubcomp(3, &mut out), AckResult::Done);
+        assert_eq!(
+            pids(&out),
+            [1, 2, 3, 4, 0, 5],
+            "13 is pid 4, 14 QoS 0, 15 pid 5"
+        );
+        assert_eq!(o.on_puback(4, &mut out), AckResult::Done);
+        assert_eq!(unfinished.lowest_of(&group, &key), Some(15));
+        assert_eq!(o.on_puback(5, &mut out), AckResult::Done);
+        assert_eq!(unfinished.lowest_of(&group, &key), None);
     }
 
     fn pids(out: &[Packet]) -> Vec<u16> {

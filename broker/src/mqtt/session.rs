@@ -115,7 +115,7 @@ impl Session {
                 qos: d.qos,
                 retain,
                 sub_ids: d.sub_ids,
-                shared: d.shared,
+                ticket: d.ticket,
             },
             &mut self.outbox,
         );

@@ -11,10 +11,12 @@
 //!   shard for the group ([`Dispatcher`] keeps the ownership).
 //!
 //! A hand-over loses nothing. The owner checkpoints, per group and shard, the position up
-//! to which records were handed to its members (`kv/mqtt-share/cursors/...`), lowered to
-//! the first record the group fell behind on when no member had room for it
-//! ([`super::share_behind`]): about once a second, and at once when it gives a shard up or
-//! its last member of the group leaves.
+//! to which its members finished the records (`kv/mqtt-share/cursors/...`): the position
+//! up to which records were handed to them, lowered to the first record the group fell
+//! behind on when no member had room for it ([`super::share_behind`]) and to the first
+//! one a member has not acknowledged yet ([`super::share_unfinished`]); about once a
+//! second, and at once when it gives a shard up or its last member of the group leaves.
+//! So when the owner dies, the records its members held unacknowledged are replayed too.
 //! A broker that gains a shard re-reads from that cursor up to its own live position and
 //! offers those records too. Brokers whose views differ for a moment (a watch in flight,
 //! a crashed broker not yet declared dead) therefore deliver some records twice, never
@@ -334,16 +336,19 @@ impl ShareGroups {
         }
 
         // Shards gained: re-read from the previous owner's cursor.
+        let mut gained = HashSet::new();
         for (g, keys) in &owned {
             for k in keys {
                 if b.owned.get(g).is_some_and(|o| o.contains(k)) {
                     continue;
                 }
                 if let Some(live) = positions.live(k) {
-                    self.take_over(g, k, live).await;
+                    let from = self.take_over(g, k, live).await;
                     // At once, not when records first flow: if this broker crashes
-                    // before, the next owner must still know where to start.
-                    self.write_cursor(&mut b, g, k, live).await;
+                    // before, the next owner must still know where to start (where the
+                    // replay starts: it is not finished yet either).
+                    self.write_cursor(&mut b, g, k, from).await;
+                    gained.insert((g.clone(), k.clone()));
                 }
             }
         }
@@ -354,6 +359,10 @@ impl ShareGroups {
             let owned = b.owned.clone();
             for (g, keys) in &owned {
                 for k in keys {
+                    // `positions` predates a replay started just now.
+                    if gained.contains(&(g.clone(), k.clone())) {
+                        continue;
+                    }
                     let Some(at) = positions.delivered(g, k) else {
                         continue;
                     };
@@ -365,8 +374,10 @@ impl ShareGroups {
         }
     }
 
-    /// Starts offering a gained shard: replays `[cursor, live)` on a task.
-    async fn take_over(&self, g: &GroupKey, k: &ShardKey, live: u64) {
+    /// Starts offering a gained shard: replays `[cursor, live)` on a task. Returns where
+    /// the replay starts (`live` when there is nothing to replay); until its records are
+    /// queued, the group's cursor does not pass that point.
+    async fn take_over(&self, g: &GroupKey, k: &ShardKey, live: u64) -> u64 {
         let cursor = match self
             .meta
             .client()
@@ -385,22 +396,27 @@ impl ShareGroups {
             }
         };
         let Some((from, written)) = cursor else {
-            return;
+            return live;
         };
         if from >= live || now_ms().saturating_sub(written) > CURSOR_MAX_AGE_MS {
-            return;
+            return live;
         }
         let from = from.max(live.saturating_sub(MAX_REPLAY));
         tracing::info!(group = %g.0, filter = %g.1, topic = %k.0, shard = k.1, from, to = live, "share group shard taken over; replaying");
+        let ticket = self.dispatcher.share_ticket(g, k, from);
         let (dispatcher, g, k) = (self.dispatcher.clone(), g.clone(), k.clone());
         tokio::spawn(async move {
             match dispatcher.read_range(&k, from, live).await {
                 Ok(records) => dispatcher.offer_share_replay(&g, &k, &records),
                 Err(e) => {
-                    tracing::warn!(group = %g.0, topic = %k.0, shard = k.1, error = %e, "replaying a share group shard")
+                    tracing::warn!(group = %g.0, topic = %k.0, shard = k.1, error = %e, "replaying a share group shard");
+                    // A member's next tick re-reads it.
+                    dispatcher.share_fall_behind(&g.0, &g.1, &k, from);
                 }
             }
+            drop(ticket);
         });
+        from
     }
 
     async fn write_cursor(&self, b: &mut Balance, g: &GroupKey, k: &ShardKey, at: u64) {

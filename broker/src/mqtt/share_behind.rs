@@ -87,6 +87,9 @@ impl ShareBehind {
 pub struct SharePositions {
     pub positions: HashMap<ShardKey, u64>,
     pub behind: ShareBehind,
+    /// The lowest record each group's members here have not finished
+    /// ([`super::share_unfinished`]).
+    pub unfinished: ShareBehind,
 }
 
 impl SharePositions {
@@ -95,14 +98,17 @@ impl SharePositions {
         self.positions.get(k).copied()
     }
 
-    /// Up to where group `g`'s records of `k` were handed to its members: the position,
-    /// lowered to the first record the group fell behind on. A cursor never passes it.
+    /// Up to where group `g`'s records of `k` were finished by its members: the
+    /// position, lowered to the first record the group fell behind on and to the first
+    /// one a member has not acknowledged yet. A cursor never passes it.
     pub fn delivered(&self, g: &GroupKey, k: &ShardKey) -> Option<u64> {
         let live = self.live(k)?;
-        Some(match self.behind.from(&g.0, &g.1, k) {
-            Some(from) => live.min(from),
-            None => live,
-        })
+        Some(
+            [&self.behind, &self.unfinished]
+                .iter()
+                .filter_map(|m| m.from(&g.0, &g.1, k))
+                .fold(live, u64::min),
+        )
     }
 }
 
@@ -121,13 +127,20 @@ mod tests {
         assert_eq!(behind.from("g", "f", &a), Some(5));
         assert_eq!(behind.from("g", "f", &b), None);
 
+        let mut unfinished = ShareBehind::default();
+        unfinished.fall_behind("g", "f", &b, 8);
         let at = SharePositions {
             positions: HashMap::from([(a.clone(), 10), (b.clone(), 10)]),
             behind: behind.clone(),
+            unfinished,
         };
         let g: GroupKey = ("g".into(), "f".into());
         assert_eq!(at.delivered(&g, &a), Some(5));
-        assert_eq!(at.delivered(&g, &b), Some(10));
+        assert_eq!(
+            at.delivered(&g, &b),
+            Some(8),
+            "a member has not acknowledged 8"
+        );
         assert_eq!(at.live(&a), Some(10));
         let mut positions = at.positions.clone();
         behind.lower(&g, &mut positions);

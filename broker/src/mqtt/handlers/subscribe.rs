@@ -93,7 +93,7 @@ pub async fn handle(s: &mut Session, sub: Subscribe) -> Flow {
                     qos,
                     retain: true,
                     sub_ids: sub.id.into_iter().collect(),
-                    shared: false,
+                    ticket: None,
                 },
                 &mut s.outbox,
             );
