@@ -108,15 +108,19 @@ impl std::hash::Hasher for ConnIdHasher {
 
 type ConnIds = std::hash::BuildHasherDefault<ConnIdHasher>;
 
+/// For the maps looked up per record by shard key or topic (SipHash cost ~240
+/// instructions a lookup there); foldhash is seeded per process like SipHash.
+type FastHash = foldhash::fast::RandomState;
+
 #[derive(Default)]
 struct Table {
     sessions: HashMap<u64, Entry, ConnIds>,
     /// Next offset each tailer dispatches.
-    positions: HashMap<ShardKey, u64>,
+    positions: HashMap<ShardKey, u64, FastHash>,
     /// Sessions by the wildcard-free, non-shared filters they hold: a record is offered
     /// only to the sessions under its exact topic plus those in `wild`, not to every
     /// session (most IoT subscriptions name one topic; publishers hold none).
-    exact: HashMap<String, HashSet<u64, ConnIds>>,
+    exact: HashMap<String, HashSet<u64, ConnIds>, FastHash>,
     /// Sessions holding a wildcard or shared filter: offered every record.
     wild: HashSet<u64, ConnIds>,
     /// The sessions in `wild` that hold a shared filter.
@@ -157,6 +161,14 @@ fn groups_of(subs: &[Sub]) -> BTreeSet<GroupKey> {
 }
 
 impl Table {
+    /// A copy of the positions, for callers outside the dispatch path.
+    fn live_positions(&self) -> HashMap<ShardKey, u64> {
+        self.positions
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     fn index(&mut self, conn: u64, subs: &[Sub]) {
         for s in subs {
             if s.share_group.is_none() && !s.filter.contains(['+', '#']) {
@@ -232,7 +244,7 @@ pub struct Dispatcher {
     storage: Arc<dyn StorageAdapter>,
     dropped: std::sync::atomic::AtomicU64,
     /// Per shard, this broker's appends under way (shared by its appender and tailer).
-    local: Mutex<HashMap<ShardKey, Arc<LocalAppends>>>,
+    local: Mutex<HashMap<ShardKey, Arc<LocalAppends>, FastHash>>,
 }
 
 /// This broker's appends to one shard that have not ended yet: the tailer leaves their
@@ -405,7 +417,7 @@ impl Dispatcher {
             share_changed: Notify::new(),
             storage,
             dropped: Default::default(),
-            local: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashMap::default()),
         }
     }
 
@@ -445,7 +457,7 @@ impl Dispatcher {
             },
         );
         self.groups_changed(&mut t, before, after);
-        t.positions.clone()
+        t.live_positions()
     }
 
     pub fn set_subs(&self, conn: u64, subs: Vec<Sub>) {
@@ -475,7 +487,7 @@ impl Dispatcher {
             if !t.has_member(&g) {
                 // Up to there the group's records were handed to a member, save those it
                 // fell behind on: nobody here re-reads them now, the next owner must.
-                let mut at = t.positions.clone();
+                let mut at = t.live_positions();
                 t.share_behind.lower(&g, &mut at);
                 t.share_behind.take(&g.0, &g.1);
                 t.share_left.push((g, at));
@@ -511,7 +523,7 @@ impl Dispatcher {
     pub fn set_share_owned(&self, owned: ShareOwned) -> SharePositions {
         let mut t = self.lock();
         let at = SharePositions {
-            positions: t.positions.clone(),
+            positions: t.live_positions(),
             behind: t.share_behind.clone(),
             unfinished: t.share_unfinished.lowest(),
         };
@@ -565,7 +577,7 @@ impl Dispatcher {
     /// The current positions, for a checkpoint of a live session: every record below
     /// them is already in the sessions' queues.
     pub fn positions(&self) -> HashMap<ShardKey, u64> {
-        self.lock().positions.clone()
+        self.lock().live_positions()
     }
 
     /// Removes a connection whose session ended. `held` are the shared QoS 1/2 records
@@ -625,7 +637,7 @@ impl Dispatcher {
             }
         }
         self.groups_changed(&mut t, before, BTreeSet::new());
-        let mut positions = t.positions.clone();
+        let mut positions = t.live_positions();
         for (k, from) in entry.map(|e| e.lost).unwrap_or_default() {
             positions.insert(k, from);
         }
@@ -635,7 +647,7 @@ impl Dispatcher {
     /// Like [`Dispatcher::positions`], lowered to the first record `conn` lost per shard.
     pub fn positions_for(&self, conn: u64) -> HashMap<ShardKey, u64> {
         let t = self.lock();
-        let mut positions = t.positions.clone();
+        let mut positions = t.live_positions();
         if let Some(e) = t.sessions.get(&conn) {
             for (k, from) in &e.lost {
                 positions.insert(k.clone(), *from);

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use foldhash::fast::RandomState as FastHash;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,9 @@ const MAX_COALESCE: usize = 512;
 const QUEUE: usize = 4096;
 
 type Job = (MqttRecord, oneshot::Sender<Result<u64>>);
+
+/// One topic's shard queues, by shard index.
+type ShardQueues = HashMap<u32, mpsc::Sender<Job>, FastHash>;
 
 /// Follows the appends of one shard's appender task.
 pub trait ShardObserver: Send + Sync {
@@ -54,8 +58,9 @@ impl Drop for Begun<'_> {
 pub struct Appender {
     storage: Arc<dyn StorageAdapter>,
     observer: Option<Arc<dyn AppendObserver>>,
-    /// By topic, then shard: looked up by `&str` on every publish, without allocating.
-    queues: Mutex<HashMap<String, HashMap<u32, mpsc::Sender<Job>>>>,
+    /// By topic, then shard: looked up by `&str` on every publish, without allocating
+    /// (foldhash: SipHash cost ~240 instructions a lookup here).
+    queues: Mutex<HashMap<String, ShardQueues, FastHash>>,
     cancel: CancellationToken,
 }
 
@@ -64,7 +69,7 @@ impl Appender {
         Appender {
             storage,
             observer: None,
-            queues: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::default()),
             cancel,
         }
     }
