@@ -159,6 +159,7 @@ pub async fn start(
         allow_anonymous: cfg.allow_anonymous,
         acl,
         meta: meta.clone(),
+        saver: crate::mqtt::saver::SessionSaver::start(meta.clone()),
         routes,
         // The dispatcher delivers what the appender stored without reading it back.
         appender: Appender::new(storage.clone(), cancel.clone())

@@ -142,6 +142,19 @@ pub struct Broker {
     pub admin: String,
 }
 
+/// A sample from a tier's `/metrics` at `admin` (0 when absent).
+fn metric(admin: &str, tier: &str, name: &str) -> Result<f64> {
+    let (code, body) = http_get(admin, "/metrics")?;
+    if code != 200 {
+        bail!("{tier} /metrics answered {code}");
+    }
+    Ok(body
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .next()
+        .unwrap_or(0.0))
+}
+
 /// A split deployment: one meta, one journal, N brokers, as separate processes.
 pub struct Split {
     pub meta: Process,
@@ -151,20 +164,19 @@ pub struct Split {
     pub meta_addr: String,
     /// The journal's admin HTTP address (`/metrics`).
     pub journal_admin: String,
+    /// Meta's admin HTTP address (`/metrics`).
+    pub meta_admin: String,
 }
 
 impl Split {
     /// A counter or gauge from the journal's `/metrics` (0 when absent).
     pub fn journal_metric(&self, name: &str) -> Result<f64> {
-        let (code, body) = http_get(&self.journal_admin, "/metrics")?;
-        if code != 200 {
-            bail!("journal /metrics answered {code}");
-        }
-        Ok(body
-            .lines()
-            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .next()
-            .unwrap_or(0.0))
+        metric(&self.journal_admin, "journal", name)
+    }
+
+    /// A sample from meta's `/metrics`, `name` with its labels as printed (0 when absent).
+    pub fn meta_metric(&self, name: &str) -> Result<f64> {
+        metric(&self.meta_admin, "meta", name)
     }
 
     /// Starts meta and journal, creates the default storage policy (segment engine,
@@ -234,6 +246,7 @@ impl Split {
             brokers: Vec::new(),
             meta_addr,
             journal_admin,
+            meta_admin,
         };
         for id in 1..=brokers {
             split.add_broker(dir, id).await?;

@@ -589,3 +589,62 @@ async fn membership_changes_through_the_api() -> Result<()> {
     cluster.pass();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_session_updates_keep_each_owner_check_and_result() -> Result<()> {
+    let cluster = MetaCluster::start("sessions", 1, &[]).await?;
+    cluster.leader(T).await?;
+    let mut c = cluster.client(1).await?;
+    let session = |id: &str, expiry| Session {
+        client_id: id.into(),
+        owner_broker: 7,
+        expiry_interval_secs: expiry,
+        ..Session::default()
+    };
+    for id in ["a", "b"] {
+        c.put_session(session(id, 60)).await?;
+    }
+    let update = |id: &str, owner| UpdateSessionRequest {
+        session: Some(session(id, 120)),
+        expected_owner: owner,
+        expected_epoch: 0,
+    };
+    let results = c
+        .update_sessions(UpdateSessionsRequest {
+            updates: vec![
+                update("a", 7),
+                update("b", 8),
+                UpdateSessionRequest::default(),
+            ],
+        })
+        .await?
+        .into_inner()
+        .results;
+    let codes: Vec<Code> = results.iter().map(|r| Code::from_i32(r.code)).collect();
+    assert_eq!(
+        codes,
+        [Code::Ok, Code::FailedPrecondition, Code::InvalidArgument],
+        "{results:?}"
+    );
+    let expiry = |id: &'static str| {
+        let mut c = c.clone();
+        async move {
+            Ok::<_, anyhow::Error>(
+                c.get_session(NameRequest { name: id.into() })
+                    .await?
+                    .into_inner()
+                    .expiry_interval_secs,
+            )
+        }
+    };
+    assert_eq!(expiry("a").await?, 120, "the update owned by 7 was applied");
+    assert_eq!(expiry("b").await?, 60, "the one expecting owner 8 was not");
+
+    let too_many = UpdateSessionsRequest {
+        updates: vec![update("a", 7); 1025],
+    };
+    let e = c.update_sessions(too_many).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    cluster.pass();
+    Ok(())
+}

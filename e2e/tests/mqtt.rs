@@ -1231,8 +1231,24 @@ async fn a_broker_restarted_under_its_id_publishes_the_wills_its_earlier_run_lef
 
 /// A raw MQTT 5 client subscribed to `filter` at QoS 1.
 fn subscriber_v5(port: u16, client_id: &str, filter: &str) -> Result<TcpStream> {
+    subscribe_v5(open(port, &connect_v5(client_id))?, filter)
+}
+
+/// A v5 CONNECT with clean start off and a session expiry of 300 s: a persistent session.
+fn connect_v5_persistent(client_id: &str) -> Vec<u8> {
+    let mut body = vec![
+        0, 4, b'M', b'Q', b'T', b'T', 5, 0x00, 0, 60, 5, 0x11, 0, 0, 0x01, 0x2C,
+    ];
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend(body);
+    p
+}
+
+/// Subscribes the connected `s` to `filter` at QoS 1.
+fn subscribe_v5(mut s: TcpStream, filter: &str) -> Result<TcpStream> {
     use mqtt_codec::{Packet, QoS, Subscribe, SubscriptionOptions, TopicSubscription};
-    let mut s = open(port, &connect_v5(client_id))?;
     send_v5(
         &mut s,
         &Packet::Subscribe(Subscribe {
@@ -1293,18 +1309,23 @@ fn collect_numbers(
 /// padded to `payload` bytes) to `{prefix}/{i % 4}`, in rounds of 32 (within the broker's
 /// Receive Maximum of 64), each round acknowledged before the next.
 fn publish_numbers(port: u16, prefix: &str, n: u32, payload: usize) -> Result<()> {
+    publish_numbers_from(port, prefix, 0, n, payload)
+}
+
+/// Like [`publish_numbers`], numbered `first..first + n`.
+fn publish_numbers_from(port: u16, prefix: &str, first: u32, n: u32, payload: usize) -> Result<()> {
     use mqtt_codec::{Packet, Publish, QoS};
     let mut publisher = open(port, &connect_v5("publisher"))?;
     publisher.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = bytes::BytesMut::new();
-    for round in (0..n).collect::<Vec<_>>().chunks(32) {
+    for round in (first..first + n).collect::<Vec<_>>().chunks(32) {
         let mut wire = bytes::BytesMut::new();
         for &i in round {
             let mut body = format!("{i:08}").into_bytes();
             body.resize(payload, b'x');
             let mut p = Publish::new(format!("{prefix}/{}", i % 4), body);
             p.qos = QoS::AtLeastOnce;
-            p.packet_id = (i + 1) as u16;
+            p.packet_id = (i % 60_000 + 1) as u16;
             Packet::Publish(p).encode(mqtt_codec::ProtocolVersion::V5, &mut wire)?;
         }
         publisher.write_all(&wire)?;
@@ -1545,4 +1566,78 @@ fn publishes_without_ack(s: &mut TcpStream, quiet: Duration) -> Result<usize> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// 40 persistent sessions on one broker receive QoS 1 messages for 4 s, so each has
+/// something to checkpoint every second. Their checkpoints share a one-second beat and
+/// reach meta as batched `UpdateSessions` calls: a few calls per second in all, not one
+/// call per session per second (about 160 here: 198 calls with the beat switched off, 28
+/// with it). The other tests resume persistent sessions from these checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_persistent_sessions_checkpoint_to_meta_in_batched_calls() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const SESSIONS: usize = 40;
+    const SECONDS: u64 = 4;
+    let dir = TestDir::new("mqtt-checkpoints");
+    let mut split = Split::start(&dir, 1).await?;
+    let port = split.brokers[0].mqtt;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    let mut counts = Vec::new();
+    for i in 0..SESSIONS {
+        let s = subscribe_v5(
+            open(port, &connect_v5_persistent(&format!("cp-{i}")))?,
+            "busy/#",
+        )?;
+        let got = Arc::new(Mutex::new(Vec::new()));
+        counts.push(got.clone());
+        let stop = stop.clone();
+        readers.push(std::thread::spawn(move || collect_numbers(s, got, stop)));
+    }
+    // Successful calls (the code label is "OK" when the status came in the trailers).
+    let calls = |method: &str| -> Result<f64> {
+        let mut n = 0.0;
+        for code in ["OK", "Ok"] {
+            n += split.meta_metric(&format!(
+                "robustmq_meta_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}}"
+            ))?;
+        }
+        Ok(n)
+    };
+    let (single_before, batched_before) = (calls("UpdateSession")?, calls("UpdateSessions")?);
+    let started = Instant::now();
+    let mut n = 0u32;
+    while started.elapsed() < Duration::from_secs(SECONDS) {
+        publish_numbers_from(port, "busy", n, 20, 16)?;
+        n += 20;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One more beat, so that the last deliveries are checkpointed too.
+    std::thread::sleep(Duration::from_millis(1500));
+    let single = calls("UpdateSession")? - single_before;
+    let batched = calls("UpdateSessions")? - batched_before;
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap()?;
+    }
+    let least = counts
+        .iter()
+        .map(|c| c.lock().unwrap().len())
+        .min()
+        .unwrap_or(0);
+    println!(
+        "{SESSIONS} sessions got at least {least} of {n} messages each; meta saw {batched} UpdateSessions and {single} UpdateSession calls"
+    );
+    anyhow::ensure!(least > 0, "a session received nothing");
+    anyhow::ensure!(batched > 0.0, "no batched session update reached meta");
+    anyhow::ensure!(single == 0.0, "{single} unbatched UpdateSession calls");
+    let unbatched = (SESSIONS as u64 * SECONDS) as f64;
+    anyhow::ensure!(
+        batched * 4.0 < unbatched,
+        "{batched} UpdateSessions calls for about {unbatched} checkpoints: the checkpoints were not batched"
+    );
+    split.stop();
+    dir.pass();
+    Ok(())
 }

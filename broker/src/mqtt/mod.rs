@@ -26,6 +26,7 @@ pub mod listener;
 pub mod orphans;
 pub mod outbound;
 pub mod registry;
+pub mod saver;
 pub mod session;
 pub mod share;
 pub mod share_behind;
@@ -72,6 +73,8 @@ pub struct Context {
     pub allow_anonymous: bool,
     pub acl: acl::Acl,
     pub meta: MetaClient,
+    /// Session writes to meta, batched.
+    pub saver: Arc<saver::SessionSaver>,
     pub routes: TopicRoutes,
     pub storage: Arc<dyn StorageAdapter>,
     pub appender: Appender,

@@ -75,6 +75,18 @@ pub struct Session {
 /// How often a connected persistent session saves its progress to meta.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// The next checkpoint time after `now` on a beat every session of this process shares
+/// (whole multiples of [`CHECKPOINT_EVERY`] from one start), so that busy sessions save
+/// together and the [`super::saver::SessionSaver`] sends them in a few calls instead of
+/// one call per session spread over the second.
+fn next_beat(now: Instant) -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| now);
+    let every = CHECKPOINT_EVERY.as_nanos();
+    let beats = now.saturating_duration_since(start).as_nanos() / every + 1;
+    start + Duration::from_nanos((beats * every) as u64)
+}
+
 /// Per shard, the smaller of the live position and the first unfinished offset.
 fn merge_progress(
     positions: HashMap<ShardKey, u64>,
@@ -219,7 +231,7 @@ impl Session {
                             self.lost_ownership();
                             break End::Server(Some(ReasonCode::SESSION_TAKEN_OVER));
                         }
-                        next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
+                        next_checkpoint = next_beat(Instant::now());
                     }
                     timer.as_mut().reset(due(last_packet, next_checkpoint));
                 }
@@ -328,7 +340,7 @@ impl Session {
             expected_owner: self.ctx.node_id,
             expected_epoch: self.ctx.registry.epoch(),
         };
-        match self.ctx.meta.client().update_session(req).await {
+        match self.ctx.saver.save(req).await {
             Ok(_) => Saved::Done,
             Err(e) if e.code() == tonic::Code::FailedPrecondition => Saved::Refused,
             Err(e) => {
@@ -419,5 +431,20 @@ impl Session {
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(client_id = %self.client_id, "session ended");
         // Dropping the registration tells a waiting successor that we are done.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_fall_on_one_beat_for_every_session() {
+        let t = Instant::now();
+        let a = next_beat(t);
+        assert!(a > t && a - t <= CHECKPOINT_EVERY);
+        // A session whose turn comes later in the same second saves at the same beat.
+        assert_eq!(next_beat(a - Duration::from_millis(1)), a);
+        assert_eq!(next_beat(a), a + CHECKPOINT_EVERY);
     }
 }

@@ -24,6 +24,9 @@ use crate::store::{
 };
 use crate::watch;
 
+/// Most session updates one `UpdateSessions` call may carry.
+const MAX_SESSION_UPDATES: usize = 1024;
+
 /// Metadata header selecting a stale (local, non-linearizable) read.
 pub const CONSISTENCY_HEADER: &str = "robustmq-consistency";
 
@@ -502,6 +505,52 @@ impl MetaService for MetaGrpc {
             Output::Session(s) => Ok(Response::new(s.0)),
             o => Err(unexpected(o)),
         }
+    }
+
+    async fn update_sessions(
+        &self,
+        req: Request<UpdateSessionsRequest>,
+    ) -> Result<Response<UpdateSessionsResponse>, Status> {
+        let updates = req.into_inner().updates;
+        if updates.len() > MAX_SESSION_UPDATES {
+            return Err(MetaError::invalid(
+                "updates",
+                format!(
+                    "{} updates in one call, at most {MAX_SESSION_UPDATES}",
+                    updates.len()
+                ),
+            )
+            .into());
+        }
+        // Proposed concurrently, so the proposer puts them in as few Raft entries as it
+        // can; each keeps its own owner check and result.
+        let results = futures::future::join_all(updates.into_iter().map(|u| async move {
+            let Some(session) = u.session else {
+                return Status::from(MetaError::invalid("session", "required"));
+            };
+            match self
+                .write(Command::UpdateSession {
+                    session: Pb(session),
+                    expected_owner: u.expected_owner,
+                    expected_epoch: u.expected_epoch,
+                })
+                .await
+            {
+                Ok(Output::Session(_)) => Status::ok(""),
+                Ok(o) => unexpected(o),
+                Err(e) => e,
+            }
+        }))
+        .await;
+        Ok(Response::new(UpdateSessionsResponse {
+            results: results
+                .into_iter()
+                .map(|s| UpdateSessionResult {
+                    code: s.code() as i32,
+                    message: s.message().to_string(),
+                })
+                .collect(),
+        }))
     }
 
     async fn claim_session(
