@@ -44,6 +44,9 @@ const EVERY: Duration = Duration::from_secs(1);
 /// A cursor older than this was left by a group that has had no live member since (its
 /// last broker crashed long ago): a new owner starts live instead of replaying history.
 const CURSOR_MAX_AGE_MS: u64 = 5 * 60 * 1000;
+/// A cursor that has not moved is written again this often, to keep it younger than
+/// [`CURSOR_MAX_AGE_MS`].
+const REFRESH: Duration = Duration::from_secs(60);
 /// At most this many records are replayed per gained shard (the newest ones).
 const MAX_REPLAY: u64 = 100_000;
 
@@ -136,8 +139,8 @@ struct Balance {
     /// Whether leftovers of an earlier run of this broker id were removed.
     swept: bool,
     owned: BTreeMap<GroupKey, HashSet<ShardKey>>,
-    /// The last cursor written per owned (group, shard).
-    written: HashMap<(GroupKey, ShardKey), u64>,
+    /// The last cursor written per owned (group, shard), and when.
+    written: HashMap<(GroupKey, ShardKey), (u64, Instant)>,
     last_write: Option<Instant>,
 }
 
@@ -366,7 +369,15 @@ impl ShareGroups {
                     let Some(at) = positions.delivered(g, k) else {
                         continue;
                     };
-                    if b.written.get(&(g.clone(), k.clone())) != Some(&at) {
+                    // Also rewritten when it has not moved for a while: a member that
+                    // holds a record unacknowledged holds the cursor, and a cursor whose
+                    // write time is older than CURSOR_MAX_AGE_MS is ignored by the next
+                    // owner.
+                    let fresh = b
+                        .written
+                        .get(&(g.clone(), k.clone()))
+                        .is_some_and(|(w, when)| *w == at && when.elapsed() < REFRESH);
+                    if !fresh {
                         self.write_cursor(&mut b, g, k, at).await;
                     }
                 }
@@ -422,7 +433,8 @@ impl ShareGroups {
     async fn write_cursor(&self, b: &mut Balance, g: &GroupKey, k: &ShardKey, at: u64) {
         match self.put(&cursor_key(g, k), encode_cursor(at)).await {
             Ok(()) => {
-                b.written.insert((g.clone(), k.clone()), at);
+                b.written
+                    .insert((g.clone(), k.clone()), (at, Instant::now()));
             }
             Err(e) => {
                 tracing::warn!(group = %g.0, topic = %k.0, shard = k.1, error = %e, "writing a share cursor")
