@@ -988,19 +988,19 @@ impl Dispatcher {
         let local = self.local_appends(&key);
         let mut hw = None;
         let mut watched = false;
+        // The last attempt to watch the high watermark failed (the journal was
+        // unreachable): long-poll reads until a retry after the next read succeeds.
+        let mut watch_failed = false;
         // The position at which the tailer last waited for one of our appends to end.
         let mut deferred_at = None;
         // A read the watch said had records returned none: long-poll once instead.
         let mut poll = false;
         loop {
             if !watched {
-                // Where storage cannot tell the high watermark (gRPC), `read` long-polls.
-                hw = self
-                    .storage
-                    .watch_high_watermark(&topic, shard)
-                    .await
-                    .ok()
-                    .flatten();
+                // Where storage cannot follow the high watermark, `read` long-polls.
+                let w = self.storage.watch_high_watermark(&topic, shard).await;
+                watch_failed = w.is_err();
+                hw = w.ok().flatten();
                 watched = true;
             }
             let mut wait = READ_WAIT;
@@ -1058,6 +1058,9 @@ impl Dispatcher {
                         .map(|s| (s.offset, Arc::new(s.record)))
                         .collect();
                     offset = self.dispatch(&key, offset, records, next);
+                    if watch_failed {
+                        watched = false;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(%topic, shard, offset, error = %e, "tailing shard");

@@ -6,6 +6,10 @@
 //! so that the journal reads no further ahead than the one chunk a Fetch or a tailer takes;
 //! at the tail that response long-polls for the call's `max_wait`. Journal channels use
 //! large HTTP/2 frames and windows, since they carry record batches of up to MiBs.
+//!
+//! A shard's high watermark is followed over one long-lived `WatchHighWatermark` stream
+//! per tailed shard, so that a tailer at the tail waits without asking: an idle shard
+//! costs no requests (with long-polled reads it cost two a second per shard and broker).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +25,10 @@ use tonic::transport::{Channel, Endpoint};
 use super::{Appended, Offsets, ReadResult, StorageAdapter};
 use crate::error::{BrokerError, Result};
 use crate::meta::MetaClient;
+
+/// A high-watermark stream that sent nothing for this long (the journal repeats the value
+/// every 5 s) is taken for dead: the tailer watches anew.
+const WATCH_SILENCE: Duration = Duration::from_secs(15);
 
 /// HTTP/2 settings for journal channels: large frames and windows, because reads and
 /// appends carry whole record batches (up to MiBs), not small RPC messages.
@@ -269,5 +277,62 @@ impl StorageAdapter for GrpcStorage {
                 Err(BrokerError::storage(topic, shard, s.message()))
             }
         }
+    }
+
+    async fn watch_high_watermark(
+        &self,
+        topic: &str,
+        shard: u32,
+    ) -> Result<Option<tokio::sync::watch::Receiver<u64>>> {
+        let leader = self.leader(topic, shard).await?;
+        let opened = JournalServiceClient::new(leader.channel)
+            .watch_high_watermark(ShardRef {
+                topic: topic.to_string(),
+                shard,
+            })
+            .await;
+        let mut stream = match opened {
+            Ok(s) => s.into_inner(),
+            // A journal without the call: tailers long-poll Read instead.
+            Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(None),
+            Err(s) => {
+                self.forget(topic, shard);
+                return Err(BrokerError::storage(topic, shard, s.message()));
+            }
+        };
+        let first = match tokio::time::timeout(WATCH_SILENCE, stream.message()).await {
+            Ok(Ok(Some(m))) => m.high_watermark.max(0) as u64,
+            Ok(Err(s)) => {
+                self.forget(topic, shard);
+                return Err(BrokerError::storage(topic, shard, s.message()));
+            }
+            _ => {
+                return Err(BrokerError::storage(
+                    topic,
+                    shard,
+                    "high watermark watch ended",
+                ));
+            }
+        };
+        let (tx, rx) = tokio::sync::watch::channel(first);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    // The tailer stopped following the shard.
+                    _ = tx.closed() => break,
+                    m = tokio::time::timeout(WATCH_SILENCE, stream.message()) => match m {
+                        Ok(Ok(Some(m))) => {
+                            tx.send_if_modified(|hw| {
+                                let new = m.high_watermark.max(0) as u64;
+                                std::mem::replace(hw, new) != new
+                            });
+                        }
+                        // Ended, failed or silent: dropping `tx` tells the tailer.
+                        _ => break,
+                    },
+                }
+            }
+        });
+        Ok(Some(rx))
     }
 }

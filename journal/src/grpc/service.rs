@@ -29,6 +29,8 @@ pub struct Limits {
 /// Longest a Read waits at the tail before sending an empty response.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 const DEFAULT_WAIT: Duration = Duration::from_millis(500);
+/// A high-watermark watch repeats the current value this often when it does not change.
+const WATCH_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The JournalService implementation.
 pub struct JournalGrpc {
@@ -136,6 +138,7 @@ pub(crate) fn spec_from_proto(p: Option<pb::ShardSpec>, d: &ShardSpec) -> ShardS
 }
 
 type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::ReadResponse, Status>> + Send>>;
+type HighWatermarkStream = Pin<Box<dyn Stream<Item = Result<pb::HighWatermark, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::journal_service_server::JournalService for JournalGrpc {
@@ -181,6 +184,7 @@ impl pb::journal_service_server::JournalService for JournalGrpc {
     }
 
     type ReadStream = ReadStream;
+    type WatchHighWatermarkStream = HighWatermarkStream;
 
     #[tracing::instrument(skip_all, fields(offset = request.get_ref().offset))]
     async fn read(
@@ -266,6 +270,37 @@ impl pb::journal_service_server::JournalService for JournalGrpc {
                 }
                 if single_response || (stop_at_tail && at_tail) {
                     break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn watch_high_watermark(
+        &self,
+        request: Request<pb::ShardRef>,
+    ) -> Result<Response<Self::WatchHighWatermarkStream>, Status> {
+        let h = self.shard("watch_high_watermark", Some(request.into_inner()))?;
+        let mut hw = h.log.watch_high_watermark();
+        let (tx, rx) = mpsc::channel::<Result<pb::HighWatermark, Status>>(1);
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let high_watermark = to_i64(*hw.borrow_and_update());
+                if tx
+                    .send(Ok(pb::HighWatermark { high_watermark }))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tx.closed() => break,
+                    _ = tokio::time::sleep(WATCH_HEARTBEAT) => {}
+                    // The shard was closed (deleted, or replaced): the stream ends and
+                    // the reader watches anew.
+                    r = hw.changed() => if r.is_err() || h.is_deleted() { break },
                 }
             }
         });
