@@ -92,8 +92,9 @@ pub struct RecoveryReport {
     /// Bytes cut from the active segment's tail, and why.
     pub truncated: Option<(u64, String)>,
     /// Bytes of stale batches cut after the data of an active segment in a recycled file
-    /// (expected after a crash; not damage, see `log::recycle`).
-    pub recycled_tail: u64,
+    /// (expected after a crash; not damage, see `log::recycle`), and where the scan
+    /// stopped.
+    pub recycled_tail: Option<(u64, String)>,
     /// Retired segment files found in the pool.
     pub pool_files: usize,
 }

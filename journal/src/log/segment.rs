@@ -83,31 +83,37 @@ impl Segment {
     }
 
     /// Opens the active (last) segment: scans every batch with CRCs and cuts the file at
-    /// the end of the valid prefix. Returns the segment, how many bytes of a recycled
-    /// file's stale tail were cut (see `recycle`), and, if bytes other than a zero-filled
-    /// tail (see `zero_ahead`) or a stale tail were cut, how many and why.
+    /// the end of the valid prefix. Returns the segment, the tail cut from a recycled file
+    /// (see `recycle`: stale batches, expected), and the tail cut from any other file
+    /// unless it was a zero-filled tail (see `zero_ahead`): how many bytes and why the scan
+    /// stopped. (In a recycled file, a batch torn by the crash, or damage, cannot be told
+    /// from the stale batches after it: the reason is kept so that it can be logged.)
     pub fn open_active(
         dir: &Path,
         base: u64,
         index_interval: u64,
-    ) -> std::io::Result<(Segment, u64, Option<Damage>)> {
+    ) -> std::io::Result<(Segment, Option<Damage>, Option<Damage>)> {
         let path = segment_path(dir, base, "log");
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let len = file.metadata()?.len();
         let scan = recovery::scan(&file, len, base, true, index_interval)?;
         let recycled = recycle::marker_path(dir, base).exists();
-        let (mut cut, mut stale) = (None, 0);
+        let (mut cut, mut stale) = (None, None);
         if scan.valid_len < len {
             let zeros = zero_ahead::is_zero_tail(&file, scan.valid_len, len)?;
             file.set_len(scan.valid_len)?;
             file.sync_all()?;
-            if recycled {
-                stale = len - scan.valid_len;
-            } else if !zeros {
-                cut = Some((
+            let why = || {
+                let reason = scan.stopped.clone();
+                (
                     len - scan.valid_len,
-                    scan.stopped.unwrap_or_else(|| "trailing bytes".into()),
-                ));
+                    reason.unwrap_or_else(|| "trailing bytes".into()),
+                )
+            };
+            if recycled {
+                stale = Some(why());
+            } else if !zeros {
+                cut = Some(why());
             }
         }
         // The active segment's index files (from an earlier life as a sealed segment, or a
