@@ -13,9 +13,17 @@
 //!   end for that reason (`log::zero_ahead`), so this is the device's limit for what the
 //!   journal does; the goal is judged against the higher of the two raw references.
 //!
+//! With `--steady`, the journal's shard is in steady state instead of fresh: small segments
+//! ([`STEADY_SEGMENT`]), retention by bytes (two segments' worth) applied every
+//! [`STEADY_RETENTION_EVERY`] while the rounds run, and a warm-up (untimed) of several
+//! segments' worth with retention after every step, so that retention has retired segments
+//! before the timed rounds start and the rounds roll as a long-running shard does (into
+//! recycled files where the build recycles them, see `log::recycle`). The raw sides are
+//! unchanged.
+//!
 //! Run on demand (not in CI):
 //! `cargo run --release -p journal --example append_bench -- [--seconds 6] [--rounds 3] [--dir PATH]
-//! [--sizes 1024,65536] [--appenders 1,16,256]`
+//! [--sizes 1024,65536] [--appenders 1,16,256] [--steady]`
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -141,7 +149,9 @@ fn raw_zeroed_round(f: &std::fs::File, group: &[u8], conc: usize, secs: f64, acc
 
 /// One round of `conc` tasks appending `b` to `log` for `secs`.
 async fn journal_round(log: &Arc<SegmentLog>, b: &Bytes, conc: usize, secs: f64, acc: &mut Acc) {
-    let before = log.stats().size_bytes;
+    // Every append is one batch of one record; counted by offsets, since retention may
+    // shrink the log's size meanwhile.
+    let before = log.stats().log_end;
     let (start, cpu) = (Instant::now(), process_cpu());
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
@@ -162,12 +172,53 @@ async fn journal_round(log: &Arc<SegmentLog>, b: &Bytes, conc: usize, secs: f64,
     }
     acc.elapsed += start.elapsed();
     acc.cpu += process_cpu() - cpu;
-    acc.bytes += log.stats().size_bytes - before;
+    acc.bytes += (log.stats().log_end - before) * b.len() as u64;
+}
+
+/// Segment size of a `--steady` shard (its retention keeps two segments' worth).
+const STEADY_SEGMENT: u64 = 16 << 20;
+/// How often a `--steady` shard's retention runs during the timed rounds.
+const STEADY_RETENTION_EVERY: Duration = Duration::from_millis(50);
+/// Segments' worth written by a `--steady` shard's warm-up.
+const STEADY_WARMUP_SEGMENTS: u64 = 8;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Brings a `--steady` shard to steady state (untimed): writes several segments' worth in
+/// 1 MiB appends, applying retention after each, so that every roll after the first few
+/// finds retired segments.
+async fn steady_warmup(log: &SegmentLog) {
+    let chunk: Vec<Bytes> = std::iter::repeat_n(batch(64 << 10), 16).collect();
+    let mut written = 0;
+    while written < STEADY_WARMUP_SEGMENTS * STEADY_SEGMENT {
+        log.append(chunk.clone()).await.expect("warm-up append");
+        written += 1 << 20;
+        log.enforce_retention(now_ms()).await.expect("retention");
+    }
+}
+
+/// How many fdatasyncs the histogram saw, and their total seconds.
+fn fsync_totals(h: &prometheus_client::metrics::histogram::Histogram) -> (f64, f64) {
+    let mut text = String::new();
+    let mut reg = prometheus_client::registry::Registry::default();
+    reg.register("f", "fsyncs", h.clone());
+    let _ = prometheus_client::encoding::text::encode(&mut text, &reg);
+    let get = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (get("f_count "), get("f_sum "))
 }
 
 /// Runs raw, raw over zeros and journal in alternating rounds, so that drift in the device's speed hits
 /// all sides alike.
-async fn case(dir: &Path, b: &Bytes, conc: usize, secs: f64, rounds: usize) -> Case {
+async fn case(dir: &Path, b: &Bytes, conc: usize, secs: f64, rounds: usize, steady: bool) -> Case {
     let open = |path: &Path| {
         OpenOptions::new()
             .create(true)
@@ -187,11 +238,21 @@ async fn case(dir: &Path, b: &Bytes, conc: usize, secs: f64, rounds: usize) -> C
     let shard = ShardId::new(format!("bench-{}-{conc}", b.len()), 0);
     let sdir = dir.join(shard.dir_name());
     let _ = std::fs::remove_dir_all(&sdir);
-    let spec = ShardSpec {
-        fsync: FsyncPolicy::Always,
-        retention_ms: 0,
-        segment_bytes: 1 << 30,
-        ..ShardSpec::default()
+    let spec = if steady {
+        ShardSpec {
+            fsync: FsyncPolicy::Always,
+            retention_ms: 0,
+            segment_bytes: STEADY_SEGMENT,
+            retention_bytes: 2 * STEADY_SEGMENT,
+            ..ShardSpec::default()
+        }
+    } else {
+        ShardSpec {
+            fsync: FsyncPolicy::Always,
+            retention_ms: 0,
+            segment_bytes: 1 << 30,
+            ..ShardSpec::default()
+        }
     };
     let fsyncs = prometheus_client::metrics::histogram::Histogram::new([0.001]);
     let hooks = EngineHooks {
@@ -201,6 +262,20 @@ async fn case(dir: &Path, b: &Bytes, conc: usize, secs: f64, rounds: usize) -> C
         .await
         .expect("open");
     let log = Arc::new(log);
+    if steady {
+        steady_warmup(&log).await;
+    }
+    let warmup_fsyncs = fsync_totals(&fsyncs);
+    // Retention runs beside the rounds, as the registry's retention task does.
+    let retention = steady.then(|| {
+        let log = log.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(STEADY_RETENTION_EVERY).await;
+                log.enforce_retention(now_ms()).await.expect("retention");
+            }
+        })
+    });
 
     let (mut r, mut z, mut j) = (Acc::default(), Acc::default(), Acc::default());
     let slice = secs / rounds as f64;
@@ -226,21 +301,13 @@ async fn case(dir: &Path, b: &Bytes, conc: usize, secs: f64, rounds: usize) -> C
         .expect("raw zeroed round");
         journal_round(&log, b, conc, slice, &mut j).await;
     }
+    if let Some(t) = retention {
+        t.abort();
+        let _ = t.await;
+    }
     log.close().await.expect("close");
-    let mut text = String::new();
-    let mut reg = prometheus_client::registry::Registry::default();
-    reg.register("f", "fsyncs", fsyncs);
-    let _ = prometheus_client::encoding::text::encode(&mut text, &reg);
-    let n_fsync: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("f_count "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    let fsync_secs: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("f_sum "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let (n_fsync, fsync_secs) = fsync_totals(&fsyncs);
+    let (n_fsync, fsync_secs) = (n_fsync - warmup_fsyncs.0, fsync_secs - warmup_fsyncs.1);
     eprintln!(
         "  journal: {} appends in {n_fsync} fsyncs ({:.1} per fsync); per group {:.0} us in fdatasync, {:.0} us elsewhere; process CPU {:.2} us per append (raw: {:.2} us per batch, raw0: {:.2})",
         j.lat.len(),
@@ -290,12 +357,18 @@ async fn main() {
     };
     let sizes = list("--sizes", &[1024, 64 * 1024]);
     let appenders = list("--appenders", &[1, 16, 256]);
+    let steady = std::env::args().any(|a| a == "--steady");
     std::fs::create_dir_all(&dir).expect("bench dir");
     let loadavg = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", loadavg().trim());
     println!(
-        "dir: {}, {secs} s per side per case in {rounds} alternating rounds, fsync=always",
-        dir.display()
+        "dir: {}, {secs} s per side per case in {rounds} alternating rounds, fsync=always, journal shard: {}",
+        dir.display(),
+        if steady {
+            "steady (16 MiB segments, retention 32 MiB, warmed up)"
+        } else {
+            "fresh"
+        }
     );
     // "raw" grows its file like a plain append loop; "raw0" overwrites a pre-zeroed region.
     // The goal is judged against the better of the two: journal/best.
@@ -311,7 +384,7 @@ async fn main() {
                 raw: r,
                 zeroed: z,
                 per_fsync,
-            } = case(&dir, &b, conc, secs, rounds).await;
+            } = case(&dir, &b, conc, secs, rounds, steady).await;
             let pct = |x: f64| 100.0 * j.mb_s / x;
             println!(
                 "| {} B | {conc} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.0}% | {:.0}% | {:.0}% | {per_fsync:.1} |",

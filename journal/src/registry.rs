@@ -180,7 +180,9 @@ impl ShardManager {
                 Some((bytes, why)) => tracing::warn!(shard = %sf.shard, bytes, reason = %why,
                     log_end = report.log_end, "recovery cut a torn or corrupt tail"),
                 None => tracing::info!(shard = %sf.shard, segments = report.segments,
-                    log_start = report.log_start, log_end = report.log_end, "shard recovered"),
+                    log_start = report.log_start, log_end = report.log_end,
+                    recycled_tail = ?report.recycled_tail, recycle_pool = report.pool_files,
+                    "shard recovered"),
             }
             self.insert(ShardHandle {
                 id: sf.shard,

@@ -270,3 +270,216 @@ async fn zeros_written_ahead_never_show_in_the_files() {
     assert_eq!(log.stats().log_end, end);
     assert_eq!(read_all(&log).await, expected);
 }
+
+/// Reads every batch from the log start to the high watermark.
+async fn read_from_start(log: &SegmentLog) -> Vec<bytes::Bytes> {
+    let mut got = Vec::new();
+    let mut next = log.stats().log_start;
+    while next < log.stats().high_watermark {
+        let c = log.read(next, 64 << 10).await.expect("read");
+        got.extend(split_batches(&c.records));
+        next = c.next_offset;
+    }
+    got
+}
+
+/// Appends one batch (recorded in `sent` with its offset) and applies retention; returns
+/// whether the append rolled into a recycled file.
+async fn recycle_step(
+    log: &SegmentLog,
+    d: &std::path::Path,
+    sent: &mut Vec<(u64, bytes::Bytes)>,
+    i: u64,
+) -> bool {
+    let b = kafka_batch(1, 900, 1000 + i as i64, i);
+    let off = append_one(log, &b).await;
+    sent.push((off, at_offset(&b, off)));
+    log.enforce_retention(now_ms()).await.expect("retention");
+    let (&(active, _), _) = log_file_lengths(d).split_last().expect("segments");
+    active == off && d.join(format!("{active:020}.recycled")).exists()
+}
+
+/// Segment files retired by retention are kept (at most two, inside the shard directory)
+/// and reused by later rolls; a recycled file's stale batches never show: closing cuts
+/// them, and after a crash recovery cuts them and reports a recycled tail, not damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retired_segment_files_are_recycled_and_their_stale_batches_never_show() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // No zero-fill helper (fsync=always only), so that file lengths are exact when read.
+    let small = || {
+        spec(|s| {
+            s.fsync = FsyncPolicy::Never;
+            s.segment_bytes = 8192;
+            s.retention_bytes = 16384;
+        })
+    };
+    let log = open(d, small(), EngineHooks::default()).await;
+    let mut sent: Vec<(u64, bytes::Bytes)> = Vec::new();
+    let marker = |base: u64| d.join(format!("{base:020}.recycled"));
+    let mut i = 0;
+    let mut rolled_into_recycled = false;
+    while !rolled_into_recycled {
+        assert!(i < 200, "no roll took a recycled file");
+        rolled_into_recycled = recycle_step(&log, d, &mut sent, i).await && i > 40;
+        i += 1;
+    }
+    assert!(d.join("recycle-0.log").exists() || d.join("recycle-1.log").exists());
+    let pool = |d: &std::path::Path| {
+        std::fs::read_dir(d)
+            .expect("dir")
+            .filter(|e| {
+                let n = e.as_ref().expect("entry").file_name();
+                n.to_str().is_some_and(|n| n.starts_with("recycle-"))
+            })
+            .count()
+    };
+    assert!(pool(d) <= 2, "the pool holds more than two files");
+    // The active segment is a recycled file: longer than its one batch of data.
+    let (path, len, _) = active_segment(d);
+    let data = sent.last().expect("sent").1.len() as u64;
+    assert!(len > data, "the recycled file was not reused in place");
+    let expected = |sent: &[(u64, bytes::Bytes)], start: u64| -> Vec<bytes::Bytes> {
+        sent.iter()
+            .filter(|(o, _)| *o >= start)
+            .map(|x| x.1.clone())
+            .collect()
+    };
+    assert_eq!(
+        read_from_start(&log).await,
+        expected(&sent, log.stats().log_start)
+    );
+
+    // Crash (no close): recovery cuts the stale tail silently and serves only new batches.
+    let start = log.stats().log_start;
+    drop(log);
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), len);
+    let (log, report) = reopen(d, small()).await;
+    assert!(
+        report.truncated.is_none(),
+        "a recycled tail reported as damage: {:?}",
+        report.truncated
+    );
+    let (stale, why) = report.recycled_tail.expect("no recycled tail reported");
+    assert_eq!(stale, len - data);
+    assert!(
+        why.contains("base offset"),
+        "stopped for another reason: {why}"
+    );
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), data);
+    assert!(!marker(sent.last().expect("sent").0).exists());
+    assert_eq!(log.stats().log_start, start);
+    let got = read_from_start(&log).await;
+    assert_eq!(got, expected(&sent, start));
+    // Appends go on, and a pool that survived the restart still feeds rolls.
+    let before = pool(d);
+    assert_eq!(report.pool_files, before);
+    for _ in 0..40 {
+        recycle_step(&log, d, &mut sent, i).await;
+        i += 1;
+    }
+    assert_eq!(
+        read_from_start(&log).await,
+        expected(&sent, log.stats().log_start)
+    );
+
+    // Closing cuts a recycled file to its data, like a zero tail.
+    while !recycle_step(&log, d, &mut sent, i).await {
+        i += 1;
+    }
+    i += 1;
+    log.close().await.expect("close");
+    let (path, len, _) = active_segment(d);
+    assert_eq!(len, sent.last().expect("sent").1.len() as u64);
+    drop(log);
+    let (log, report) = reopen(d, small()).await;
+    assert!(report.truncated.is_none() && report.recycled_tail.is_none());
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), len);
+    // Truncating into a recycled segment cuts its stale tail too.
+    while !recycle_step(&log, d, &mut sent, i).await {
+        i += 1;
+    }
+    let b = kafka_batch(1, 900, 5000, 9999);
+    let off = append_one(&log, &b).await;
+    let (path, _, _) = active_segment(d);
+    log.truncate(off).await.expect("truncate");
+    let data = sent.last().expect("sent").1.len() as u64;
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), data);
+    assert_eq!(
+        read_from_start(&log).await,
+        expected(&sent, log.stats().log_start)
+    );
+    log.close().await.expect("close");
+}
+
+/// The pool lives in the shard's directory: a restart through the shard registry opens the
+/// shard with its pool files (not taken for segments), and deleting the shard removes them
+/// with the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recycle_pool_survives_a_restart_and_goes_with_the_shard() {
+    use journal::registry::{Origin, ShardManager};
+    let data = tempfile::tempdir().expect("tempdir");
+    let small = spec(|s| {
+        s.segment_bytes = 8192;
+        s.retention_bytes = 16384;
+    });
+    let id = ShardId::new("t", 0);
+    let dir = data.path().join(id.dir_name());
+    let mgr = ShardManager::new(
+        1,
+        data.path().to_path_buf(),
+        small.clone(),
+        Default::default(),
+    );
+    let h = mgr
+        .create(id.clone(), small.clone(), 0, 1, Origin::Local)
+        .await
+        .expect("create");
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        let b = kafka_batch(1, 900, 1000 + i as i64, i);
+        let off = append_one(h.log.as_ref(), &b).await;
+        sent.push((off, at_offset(&b, off)));
+        h.log.enforce_retention(now_ms()).await.expect("retention");
+    }
+    let pool_files = || {
+        ["recycle-0.log", "recycle-1.log"]
+            .iter()
+            .filter(|n| dir.join(n).exists())
+            .count()
+    };
+    let pooled = pool_files();
+    assert!(pooled >= 1, "retention kept no files for reuse");
+    let stats = h.log.stats();
+    drop(h);
+    mgr.close_all().await;
+    drop(mgr);
+
+    let mgr = ShardManager::new(
+        1,
+        data.path().to_path_buf(),
+        small.clone(),
+        Default::default(),
+    );
+    assert_eq!(mgr.open_existing().await.expect("restart"), 1);
+    let h = mgr.get(&id).expect("shard");
+    let after = h.log.stats();
+    assert_eq!(
+        (after.log_start, after.log_end, after.segments),
+        (stats.log_start, stats.log_end, stats.segments)
+    );
+    assert_eq!(pool_files(), pooled);
+    let c = h.log.read(after.log_start, 1 << 20).await.expect("read");
+    let want: Vec<_> = sent
+        .iter()
+        .filter(|(o, _)| *o >= after.log_start)
+        .map(|x| x.1.clone())
+        .collect();
+    assert_eq!(split_batches(&c.records), want);
+    drop(h);
+    mgr.delete(&id).await.expect("delete");
+    assert!(
+        !dir.exists(),
+        "the shard directory (and its pool) survived deletion"
+    );
+}

@@ -38,6 +38,7 @@ use super::{
 };
 use crate::batch::{self, BatchHeader};
 use crate::error::{JournalError, Result};
+use crate::log::recycle::{self, Pool};
 use crate::log::segment::Segment;
 use crate::log::zero_ahead::ZeroWorker;
 use crate::shard::{EngineKind, FsyncPolicy, ShardId, ShardSpec};
@@ -52,6 +53,8 @@ struct State {
     /// again (a restart), so the shard refuses appends rather than guess.
     failed: Option<String>,
     closed: bool,
+    /// Segment files retired by retention, for the next rolls (see `log::recycle`).
+    pool: Pool,
 }
 
 struct Inner {
@@ -88,6 +91,12 @@ pub struct RecoveryReport {
     pub log_end: u64,
     /// Bytes cut from the active segment's tail, and why.
     pub truncated: Option<(u64, String)>,
+    /// Bytes of stale batches cut after the data of an active segment in a recycled file
+    /// (expected after a crash; not damage, see `log::recycle`), and where the scan
+    /// stopped.
+    pub recycled_tail: Option<(u64, String)>,
+    /// Retired segment files found in the pool.
+    pub pool_files: usize,
 }
 
 impl SegmentLog {
@@ -172,12 +181,17 @@ fn recover(shard: &ShardId, dir: &Path, interval: u64) -> Result<(State, Recover
     let io = |ctx: &str, e| JournalError::io(shard, format!("{ctx} in {}", dir.display()), e);
     fs::create_dir_all(dir).map_err(|e| io("creating the shard directory", e))?;
     let mut bases = Vec::new();
+    let mut markers = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io("listing segments", e))? {
         let entry = entry.map_err(|e| io("listing segments", e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(".tmp") {
             let _ = fs::remove_file(entry.path());
+        } else if name.ends_with(".recycled") {
+            markers.push(entry.path());
+        } else if recycle::is_pool_name(name) {
+            // Not a segment: `Pool::load` takes these.
         } else if let Some(stem) = name.strip_suffix(".log")
             && let Ok(base) = stem.parse::<u64>()
         {
@@ -197,13 +211,20 @@ fn recover(shard: &ShardId, dir: &Path, interval: u64) -> Result<(State, Recover
             Segment::open_sealed(dir, base, next, interval)
                 .map_err(|e| io(&format!("opening sealed segment {base}"), e))?
         } else {
-            let (seg, cut) = Segment::open_active(dir, base, interval)
+            let (seg, stale, cut) = Segment::open_active(dir, base, interval)
                 .map_err(|e| io(&format!("recovering active segment {base}"), e))?;
             report.truncated = cut;
+            report.recycled_tail = stale;
             seg
         };
         segments.insert(base, seg);
     }
+    // The active segment read its marker; after recovery's cut, every segment is only data.
+    for m in markers {
+        let _ = fs::remove_file(m);
+    }
+    let pool = Pool::load(dir).map_err(|e| io("listing recycled segment files", e))?;
+    report.pool_files = pool.len();
     let log_start = segments.keys().next().copied().unwrap_or(0);
     let log_end = segments.values().next_back().map_or(0, |s| s.next_offset);
     let size = segments.values().map(|s| s.size).sum();
@@ -220,6 +241,7 @@ fn recover(shard: &ShardId, dir: &Path, interval: u64) -> Result<(State, Recover
             size,
             failed: None,
             closed: false,
+            pool,
         },
         report,
     ))
@@ -275,7 +297,13 @@ impl Inner {
                 self.observe_fsync(started);
             }
         }
-        let seg = Segment::create(&self.dir, st.log_end)?;
+        let base = st.log_end;
+        let seg = match st.pool.take(&self.dir, base)? {
+            // Overwriting a retired file's written blocks keeps metadata out of the
+            // fdatasyncs below its old length (see `log::recycle`).
+            Some((file, len)) => Segment::recycled(&self.dir, base, file, len),
+            None => Segment::create(&self.dir, base)?,
+        };
         if sync {
             sync_dir(&self.dir)?;
         }
@@ -718,12 +746,13 @@ impl Inner {
 
     fn delete_first(&self, st: &mut State) -> std::io::Result<()> {
         if let Some((_, seg)) = st.segments.pop_first() {
-            seg.delete_files(&self.dir)?;
-            st.size -= seg.size;
+            let (base, size) = (seg.base, seg.size);
+            let recycled = seg.retire(&self.dir, &mut st.pool)?;
+            st.size -= size;
             st.log_start = st.segments.keys().next().copied().unwrap_or(st.log_end);
             lock(&self.tail).trim_front(st.log_start);
-            tracing::info!(shard = %self.shard, segment = seg.base, log_start = st.log_start,
-                "retention deleted a segment");
+            tracing::info!(shard = %self.shard, segment = base, log_start = st.log_start,
+                recycled, "retention deleted a segment");
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The on-disk log of one shard: segment files, their sparse indexes, start-up recovery, and
-//! the zero-fill ahead of the active segment's end.
+//! the zero-fill ahead of the active segment's end, and the recycling of retired segment
+//! files.
 //!
 //! ```text
 //! {data_dir}/{topic%enc}@{index:06}/
@@ -9,11 +10,15 @@
 //!     00000000000000000000.timeindex
 //!     00000000000000004711.log     the active segment (its indexes live in memory and are
 //!                                  rebuilt by recovery at start-up; with fsync=always it
-//!                                  may end in zeros written ahead, see `zero_ahead`)
+//!                                  may end in zeros written ahead, see `zero_ahead`,
+//!                                  or in a retired segment's stale batches, see `recycle`)
+//!     00000000000000004711.recycled  marker: the active segment is a recycled file
+//!     recycle-0.log                retired segment files kept for reuse (at most 2)
 //! ```
 
 pub mod index;
 pub mod recovery;
+pub mod recycle;
 pub mod segment;
 pub mod zero_ahead;
 

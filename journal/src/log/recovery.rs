@@ -5,6 +5,10 @@
 //! batch (a torn write from a crash, or garbage) is cut off, so a half-written batch is
 //! never served. Sealed segments are scanned (headers only) just when their index files are
 //! missing or broken; their CRCs are checked on every read instead.
+//!
+//! Offset continuity is also what keeps a recycled file's stale batches out (see
+//! `recycle`): their offsets are from a range below the log start, so the scan stops where
+//! the new data ends.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};

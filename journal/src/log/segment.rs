@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::index::SegmentIndex;
 use super::recovery;
+use super::recycle;
 use super::segment_path;
 use super::zero_ahead::{self, ZeroAhead};
 use crate::batch::{self, BatchHeader};
@@ -32,6 +33,9 @@ pub struct Segment {
     /// than its data; see `zero_ahead`).
     pub zero: ZeroAhead,
 }
+
+/// Bytes cut from a segment's tail as damage, and why.
+pub type Damage = (u64, String);
 
 /// Where a lookup landed: the batch at `pos` holds the offset asked for (its base may be
 /// lower), or `pos == size` when the offset is at the segment's end.
@@ -62,28 +66,54 @@ impl Segment {
         })
     }
 
+    /// Starts a segment at `base` in a recycled file (see `recycle`) of `len` bytes, already
+    /// renamed to the segment's path: it is overwritten from byte 0, and its old length
+    /// needs no zero-fill.
+    pub fn recycled(dir: &Path, base: u64, file: File, len: u64) -> Segment {
+        Segment {
+            base,
+            next_offset: base,
+            size: 0,
+            file: Arc::new(file),
+            path: segment_path(dir, base, "log"),
+            index: SegmentIndex::default(),
+            opened_at: Instant::now(),
+            zero: ZeroAhead::new(len),
+        }
+    }
+
     /// Opens the active (last) segment: scans every batch with CRCs and cuts the file at
-    /// the end of the valid prefix. Returns the segment and, if bytes other than a
-    /// zero-filled tail (see `zero_ahead`) were cut, how many and why.
+    /// the end of the valid prefix. Returns the segment, the tail cut from a recycled file
+    /// (see `recycle`: stale batches, expected), and the tail cut from any other file
+    /// unless it was a zero-filled tail (see `zero_ahead`): how many bytes and why the scan
+    /// stopped. (In a recycled file, a batch torn by the crash, or damage, cannot be told
+    /// from the stale batches after it: the reason is kept so that it can be logged.)
     pub fn open_active(
         dir: &Path,
         base: u64,
         index_interval: u64,
-    ) -> std::io::Result<(Segment, Option<(u64, String)>)> {
+    ) -> std::io::Result<(Segment, Option<Damage>, Option<Damage>)> {
         let path = segment_path(dir, base, "log");
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let len = file.metadata()?.len();
         let scan = recovery::scan(&file, len, base, true, index_interval)?;
-        let mut cut = None;
+        let recycled = recycle::marker_path(dir, base).exists();
+        let (mut cut, mut stale) = (None, None);
         if scan.valid_len < len {
             let zeros = zero_ahead::is_zero_tail(&file, scan.valid_len, len)?;
             file.set_len(scan.valid_len)?;
             file.sync_all()?;
-            if !zeros {
-                cut = Some((
+            let why = || {
+                let reason = scan.stopped.clone();
+                (
                     len - scan.valid_len,
-                    scan.stopped.unwrap_or_else(|| "trailing bytes".into()),
-                ));
+                    reason.unwrap_or_else(|| "trailing bytes".into()),
+                )
+            };
+            if recycled {
+                stale = Some(why());
+            } else if !zeros {
+                cut = Some(why());
             }
         }
         // The active segment's index files (from an earlier life as a sealed segment, or a
@@ -101,6 +131,7 @@ impl Segment {
                 opened_at: Instant::now(),
                 zero: ZeroAhead::new(scan.valid_len),
             },
+            stale,
             cut,
         ))
     }
@@ -208,9 +239,12 @@ impl Segment {
 
     /// Cuts the file to its data, syncs it (unless `sync` is off) and writes the index
     /// files, before the segment stops being the active one. The cut is durable before the
-    /// next segment exists, so a sealed segment never has a zero-filled tail.
+    /// next segment exists, so a sealed segment never has a zero-filled or stale tail.
     pub fn seal(&mut self, dir: &Path, sync: bool) -> std::io::Result<()> {
         self.cut_to_data(sync)?;
+        // Cut to its data, a recycled file is an ordinary segment (a marker that survives
+        // a crash belongs to a sealed segment, and recovery drops it).
+        let _ = fs::remove_file(recycle::marker_path(dir, self.base));
         let last_rel = self.next_offset.saturating_sub(self.base + 1) as u32;
         self.index.seal_times(last_rel);
         self.index.write_files(
@@ -273,9 +307,28 @@ impl Segment {
     /// Deletes the segment's files.
     pub fn delete_files(&self, dir: &Path) -> std::io::Result<()> {
         fs::remove_file(&self.path)?;
+        self.delete_indexes(dir);
+        Ok(())
+    }
+
+    fn delete_indexes(&self, dir: &Path) {
         let _ = fs::remove_file(segment_path(dir, self.base, "index"));
         let _ = fs::remove_file(segment_path(dir, self.base, "timeindex"));
-        Ok(())
+        let _ = fs::remove_file(recycle::marker_path(dir, self.base));
+    }
+
+    /// Retires a sealed segment (retention): its `.log` file goes into `pool` when the pool
+    /// has room and nothing else holds the file open (see `recycle`), else it is deleted;
+    /// its index files are deleted either way. Returns whether the file was recycled.
+    pub fn retire(self, dir: &Path, pool: &mut recycle::Pool) -> std::io::Result<bool> {
+        self.zero.stop();
+        let kept = Arc::strong_count(&self.file) == 1 && pool.retire(dir, &self.path)?;
+        if kept {
+            self.delete_indexes(dir);
+            Ok(true)
+        } else {
+            self.delete_files(dir).map(|()| false)
+        }
     }
 }
 
@@ -284,5 +337,41 @@ impl Drop for Segment {
         // A zero-fill helper must not outlive the segment (a reopened log could be
         // appending where it writes).
         self.zero.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retired_file_still_held_open_is_deleted_not_recycled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let mut pool = recycle::Pool::default();
+        let a = Segment::create(d, 0).expect("create");
+        // A reader that planned a read of the segment holds a clone of its handle.
+        let reader = a.file.clone();
+        assert!(!a.retire(d, &mut pool).expect("retire"));
+        assert!(pool.is_empty() && !segment_path(d, 0, "log").exists());
+        drop(reader);
+        let b = Segment::create(d, 10).expect("create");
+        assert!(b.retire(d, &mut pool).expect("retire"));
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn a_recycled_file_needs_no_zero_fill_below_its_old_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(segment_path(d, 0, "log"), vec![9u8; 5000]).expect("write");
+        let mut pool = recycle::Pool::default();
+        assert!(pool.retire(d, &segment_path(d, 0, "log")).expect("retire"));
+        let (file, len) = pool.take(d, 100).expect("take").expect("file");
+        let seg = Segment::recycled(d, 100, file, len);
+        assert_eq!((seg.size, seg.zero.ready()), (0, 5000));
+        // Cut to its data (nothing yet), the file loses the old bytes.
+        seg.cut_to_data(false).expect("cut");
+        assert_eq!(seg.file.metadata().expect("meta").len(), 0);
     }
 }
