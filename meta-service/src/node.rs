@@ -248,19 +248,11 @@ impl MetaNode {
     /// Waits until this node has applied everything committed when the read began,
     /// as confirmed by the current leader.
     pub async fn linearize(&self) -> MetaResult<()> {
-        let index = match self.on_leader(ForwardRequest::ReadIndex).await? {
-            ForwardResponse::ReadIndex(i) => i,
-            other => return Err(MetaError::Internal(format!("unexpected reply {other:?}"))),
-        };
+        let index = self.read_index().await?;
         if self.shared.last_applied_index.load(Ordering::Relaxed) >= index {
             return Ok(());
         }
-        self.raft
-            .wait(Some(LEADER_WAIT))
-            .applied_index_at_least(Some(index), "linearizable read")
-            .await
-            .map_err(|e| MetaError::Unavailable(format!("catching up to index {index}: {e}")))?;
-        Ok(())
+        self.wait_applied(index, "linearizable read").await
     }
 
     /// Changes the membership from any node, and returns once this node's Raft metrics,
@@ -268,13 +260,24 @@ impl MetaNode {
     /// must not report the membership from before the caller's own change.
     pub async fn membership(&self, req: ForwardRequest) -> MetaResult<()> {
         self.on_leader(req).await?;
-        let index = match self.on_leader(ForwardRequest::ReadIndex).await? {
-            ForwardResponse::ReadIndex(i) => i,
-            other => return Err(MetaError::Internal(format!("unexpected reply {other:?}"))),
-        };
+        // No shortcut through `last_applied_index`: it moves before the metrics do.
+        let index = self.read_index().await?;
+        self.wait_applied(index, "membership change").await
+    }
+
+    /// The leader's commit index at this moment (Raft's read index).
+    async fn read_index(&self) -> MetaResult<u64> {
+        match self.on_leader(ForwardRequest::ReadIndex).await? {
+            ForwardResponse::ReadIndex(i) => Ok(i),
+            other => Err(MetaError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Waits until this node's Raft metrics show `index` applied.
+    async fn wait_applied(&self, index: u64, why: &str) -> MetaResult<()> {
         self.raft
             .wait(Some(LEADER_WAIT))
-            .applied_index_at_least(Some(index), "membership change")
+            .applied_index_at_least(Some(index), why)
             .await
             .map_err(|e| MetaError::Unavailable(format!("catching up to index {index}: {e}")))?;
         Ok(())
