@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,10 @@ struct Inner {
     /// Zero-fills ahead of the active segment's end (fsync=always only; see
     /// `log::zero_ahead`). Its thread exits when this is dropped.
     zeroer: Option<ZeroWorker>,
+    /// The log end the interval syncer last made durable, so an idle shard costs no
+    /// fdatasync per tick. Starts at `u64::MAX`: what recovery found may still be only
+    /// in the page cache after a process crash, so the first tick syncs it.
+    synced_end: AtomicU64,
 }
 
 /// A shard log stored in segment files under one directory.
@@ -132,6 +137,7 @@ impl SegmentLog {
             tail: Mutex::new(tail),
             hw_tx: watch::channel(hw).0,
             zeroer,
+            synced_end: AtomicU64::new(u64::MAX),
         });
         let queue = GroupQueue::new(inner.shard.clone(), inner.spec.fsync == FsyncPolicy::Always);
         let (committer, on_panic) = (inner.clone(), inner.clone());
@@ -462,15 +468,21 @@ impl Inner {
     }
 
     fn sync_active(&self) {
-        let file = {
+        let (file, end) = {
             let st = lock(&self.state);
-            st.segments.values().next_back().map(|s| s.file.clone())
+            let file = st.segments.values().next_back().map(|s| s.file.clone());
+            (file, st.log_end)
         };
+        if self.synced_end.load(Ordering::Relaxed) == end {
+            return;
+        }
         if let Some(f) = file {
             let started = Instant::now();
             if let Err(e) = f.sync_data() {
                 tracing::error!(shard = %self.shard, error = %e, "interval fdatasync failed");
                 lock(&self.state).failed = Some(format!("fdatasync failed: {e}"));
+            } else {
+                self.synced_end.store(end, Ordering::Relaxed);
             }
             self.observe_fsync(started);
         }
@@ -697,6 +709,8 @@ impl Inner {
             .map_err(io)?;
         st.size -= old - p.pos;
         st.log_end = p.batch_base;
+        // New data may grow the log back to the old synced end between two ticks.
+        self.synced_end.store(u64::MAX, Ordering::Relaxed);
         st.hw = st.hw.min(st.log_end);
         let hw = st.hw;
         lock(&self.tail).truncate(st.log_end, hw);
