@@ -607,7 +607,7 @@ async fn batched_session_updates_keep_each_owner_check_and_result() -> Result<()
     let update = |id: &str, owner| UpdateSessionRequest {
         session: Some(session(id, 120)),
         expected_owner: owner,
-        expected_epoch: 0,
+        ..Default::default()
     };
     let results = c
         .update_sessions(UpdateSessionsRequest {

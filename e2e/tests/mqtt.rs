@@ -1100,6 +1100,99 @@ async fn wills_of_clients_whose_broker_was_killed_are_published_once_by_another_
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_will_outlives_the_broker_holding_it_and_a_reconnect_cancels_it() -> Result<()> {
+    require("mosquitto_sub");
+    require("stdbuf");
+    let dir = TestDir::new("mqtt-pending-wills");
+    let mut split = Split::start(&dir, 2).await?;
+    let (p1, p2) = (
+        split.brokers[0].mqtt.to_string(),
+        split.brokers[1].mqtt.to_string(),
+    );
+    let subscribed = Duration::from_secs(10);
+    let watcher = will_watcher(&p2, "pending-watcher")?;
+    // Two MQTT 5 clients on broker 1, each with a 60 s session and a will delayed 15 s.
+    let delayed = |id: &str| -> Result<LineClient> {
+        #[rustfmt::skip]
+        let c = LineClient::spawn("mosquitto_sub", &[
+            "-h", "127.0.0.1", "-p", &p1, "-i", id, "-V", "mqttv5", "-c", "-x", "60",
+            "-q", "1", "-t", "idle/pending", "-d",
+            "--will-topic", &format!("wills/{id}"), "--will-payload", "gone", "--will-qos", "1",
+            "-D", "will", "will-delay-interval", "15",
+        ])?;
+        c.wait_for("received SUBACK", subscribed)?;
+        Ok(c)
+    };
+    let (gone, back) = (delayed("pending-gone")?, delayed("pending-back")?);
+
+    // Both connections end without DISCONNECT (the clients are killed): broker 1 keeps
+    // each will pending in meta, held by itself, due in 15 s.
+    drop((gone, back));
+    let ended = Instant::now();
+    let mut meta = e2e::meta::client(&split.meta_addr).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut held = 0;
+        for id in ["pending-gone", "pending-back"] {
+            let s = meta
+                .get_session(robustmq_proto::meta::NameRequest { name: id.into() })
+                .await?
+                .into_inner();
+            if s.owner_broker == 0 && s.will_holder != 0 && !s.will.is_empty() {
+                held += 1;
+            }
+        }
+        if held == 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the wills never showed as pending in meta");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The holder dies during the delay. One client comes back, on broker 2, to its
+    // session: its will must not go out. Broker 2 takes the other will over once broker
+    // 1's lease (10 s) lapses, and publishes it when due.
+    split.brokers[0].proc.kill();
+    #[rustfmt::skip]
+    let back = LineClient::spawn("mosquitto_sub", &[
+        "-h", "127.0.0.1", "-p", &p2, "-i", "pending-back", "-V", "mqttv5", "-c", "-x", "60",
+        "-q", "1", "-t", "idle/pending", "-d",
+    ])?;
+    back.wait_for("received CONNACK", subscribed)?;
+    let will = watcher.message("wills/", Duration::from_secs(40))?;
+    let after = ended.elapsed();
+    assert_eq!(will, "wills/pending-gone gone");
+    // The delay counts from the end of the connection, as broker 1 recorded it.
+    assert!(
+        after >= Duration::from_secs(14),
+        "the will went out {after:?} after the connection ended, before its 15 s delay"
+    );
+    let late: Vec<String> = watcher
+        .collect(Duration::from_secs(3))
+        .into_iter()
+        .filter(|l| l.starts_with("wills/"))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "wills published again or after a reconnect: {late:?}"
+    );
+    println!("the pending will arrived {after:?} after its connection ended");
+    let s = meta
+        .get_session(robustmq_proto::meta::NameRequest {
+            name: "pending-gone".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!((s.owner_broker, s.will_holder), (0, 0), "{s:?}");
+    assert!(s.will.is_empty(), "{s:?}");
+    drop((back, watcher));
+    split.stop();
+    dir.pass();
+    Ok(())
+}
+
 /// Sends SIGSTOP or SIGCONT to one process by its pid.
 fn signal(pid: u32, sig: &str) -> Result<()> {
     let ok = Command::new("kill")

@@ -1,21 +1,29 @@
-//! Sessions orphaned by a broker that died: their clients were connected to it, so meta
-//! still names it the owner (`disconnected_at_ms == 0`) and nobody will publish their
-//! wills or start their expiry. Every live broker polls meta about once a second; when a
-//! broker's lease has lapsed (its node is EXPIRED in `ListNodes`), it takes each such
-//! session with a write conditional on the dead broker (and the run of it, the epoch)
-//! still owning it: the session becomes disconnected (so that its expiry starts) and
-//! loses its will. Only the broker whose write wins publishes the will, after the will
-//! delay (counted from the takeover, as the moment of the crash is not known) and only
-//! if the client has not reconnected meanwhile (`will::schedule`). A client that
-//! reconnects before the sweep claims the session with its new will, and the
-//! conditional write then fails. The taker leaves the owner's epoch in the session, so
-//! that the owner, if it still runs (paused past its lease), sees in its session watch
-//! that the session was taken from it (`takeover`). Only EXPIRED brokers are looked
-//! for: one removed from meta (UnregisterNode, which brokers never call) is not.
+//! Sessions and pending wills orphaned by a broker that died.
+//!
+//! A session whose client was connected to the dead broker still names it the owner in
+//! meta (`disconnected_at_ms == 0`), so nobody would publish its will or start its
+//! expiry. A will that was waiting out its delay names the dead broker its holder
+//! (`will_holder`), so nobody would publish it. Every live broker polls meta about once a
+//! second; when a broker's lease has lapsed (its node is EXPIRED in `ListNodes`), it
+//! takes
+//! - each session the dead broker owned, with a write conditional on the dead broker (and
+//!   the run of it, the epoch) still owning it: the session becomes disconnected (so
+//!   that its expiry starts). Its will, if it has a delay, stays in meta as pending with
+//!   this broker as its holder (the delay counted from the takeover, as the moment of the
+//!   crash is not known); one due at once is cleared by the same write and published;
+//! - each pending will the dead broker held, with a write conditional on it still holding
+//!   it: this broker becomes the holder and publishes the will when it is due.
+//!
+//! Only the broker whose write wins goes on (`will::schedule`). A client that reconnects
+//! before the sweep claims the session with its new will, and the conditional writes
+//! then fail. The taker leaves the owner's epoch in the session, so that the owner, if it
+//! still runs (paused past its lease), sees in its session watch that the session was
+//! taken from it (`takeover`). Only EXPIRED brokers are looked for: one removed from
+//! meta (UnregisterNode, which brokers never call) is not.
 //!
 //! A broker restarted under the same node id before its lease lapsed is never seen dead:
-//! once after starting, it takes the connected sessions that an earlier run of its own
-//! (another epoch) left in meta.
+//! once after starting, it takes the connected sessions and the pending wills that an
+//! earlier run of its own (another epoch) left in meta.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -78,6 +86,7 @@ async fn sweep(ctx: &Arc<Context>, swept: &mut Swept) -> Result<(), Status> {
             s.owner_epoch != 0 && s.owner_epoch != epoch
         })
         .await?;
+        take_wills(ctx, ctx.node_id, |s| s.will_holder_epoch != epoch).await?;
         swept.earlier_runs = true;
     }
     for id in dead {
@@ -85,6 +94,7 @@ async fn sweep(ctx: &Arc<Context>, swept: &mut Swept) -> Result<(), Status> {
             continue;
         }
         take_all(ctx, id, |_| true).await?;
+        take_wills(ctx, id, |_| true).await?;
         swept.dead.insert(id);
     }
     Ok(())
@@ -101,6 +111,7 @@ async fn take_all(
         .client()
         .list_sessions(ListSessionsRequest {
             owner_broker: owner,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -113,40 +124,52 @@ async fn take_all(
     Ok(())
 }
 
-/// Takes one session from the owner (and run) it names; publishes its will if our
+/// Takes one session from the owner (and run) it names; goes on with its will if our
 /// write won.
 async fn take(ctx: &Arc<Context>, s: Session) -> Result<(), Status> {
     let (owner, epoch) = (s.owner_broker, s.owner_epoch);
-    let disconnected_at = now_ms();
+    let will = will::from_meta(&s.will);
+    let delay = if will.is_some() { s.will_delay_secs } else { 0 };
     // The epoch stays: it tells the owner's run, if it still runs (paused past its lease),
     // that the session was taken from it (`takeover`).
-    let released = Session {
+    let mut released = Session {
         owner_broker: 0,
-        disconnected_at_ms: disconnected_at,
+        disconnected_at_ms: now_ms(),
         will: Bytes::new(),
         will_delay_secs: 0,
         ..s.clone()
     };
+    if delay > 0 {
+        (released.will, released.will_delay_secs) = (s.will.clone(), delay);
+        will::hold(ctx, &mut released, delay);
+    }
     let r = ctx
         .meta
         .client()
         .update_session(UpdateSessionRequest {
-            session: Some(released),
+            session: Some(released.clone()),
             expected_owner: owner,
             expected_epoch: epoch,
+            ..Default::default()
         })
         .await;
     match r {
         Ok(_) => {
-            let w = will::from_meta(&s.will);
-            tracing::info!(client_id = %s.client_id, owner, epoch, will = w.is_some(), "took a session its dead (or earlier) owner left connected");
-            if let Some(w) = w {
+            tracing::info!(client_id = %s.client_id, owner, epoch, will = will.is_some(), delay, "took a session its dead (or earlier) owner left connected");
+            if let Some(w) = will {
+                let guard = if delay > 0 {
+                    will::Guard::Held(released)
+                } else {
+                    will::Guard::Unrecorded {
+                        disconnected_at_ms: Some(released.disconnected_at_ms),
+                    }
+                };
                 will::schedule(
                     ctx.clone(),
                     s.client_id,
                     w,
-                    s.will_delay_secs,
-                    Some(disconnected_at),
+                    Duration::from_secs(delay.into()),
+                    guard,
                 );
             }
             Ok(())
@@ -158,4 +181,56 @@ async fn take(ctx: &Arc<Context>, s: Session) -> Result<(), Status> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Takes over every pending will `holder` holds in meta that `orphaned` selects, and
+/// publishes each when due.
+async fn take_wills(
+    ctx: &Arc<Context>,
+    holder: u64,
+    orphaned: impl Fn(&Session) -> bool,
+) -> Result<(), Status> {
+    let sessions = ctx
+        .meta
+        .client()
+        .list_sessions(ListSessionsRequest {
+            will_holder: holder,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .sessions;
+    for s in sessions {
+        if s.owner_broker != 0 || s.will_holder != holder || !orphaned(&s) {
+            continue;
+        }
+        let Some(w) = will::from_meta(&s.will) else {
+            continue;
+        };
+        let mut taken = s.clone();
+        taken.will_holder = ctx.node_id;
+        taken.will_holder_epoch = ctx.registry.epoch();
+        let r = ctx
+            .meta
+            .client()
+            .update_session(UpdateSessionRequest {
+                session: Some(taken.clone()),
+                expected_will_holder: s.will_holder,
+                expected_will_holder_epoch: s.will_holder_epoch,
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Ok(_) => {
+                let wait = Duration::from_millis(s.will_due_ms.saturating_sub(now_ms()));
+                tracing::info!(client_id = %s.client_id, holder, wait_ms = wait.as_millis() as u64, "took over a pending will its dead (or earlier) holder left");
+                will::schedule(ctx.clone(), s.client_id, w, wait, will::Guard::Held(taken));
+            }
+            Err(e) if e.code() == Code::FailedPrecondition => {
+                tracing::debug!(client_id = %s.client_id, holder, "pending will already taken, published or cancelled");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -339,6 +339,7 @@ impl Session {
             session: Some(session),
             expected_owner: self.ctx.node_id,
             expected_epoch: self.ctx.registry.epoch(),
+            ..Default::default()
         };
         match self.ctx.saver.save(req).await {
             Ok(_) => Saved::Done,
@@ -393,21 +394,37 @@ impl Session {
         self.state.inflight.out = self.out.saved();
         self.state.inflight.awaiting_rel = self.awaiting_rel.iter().copied().collect();
 
-        // The disconnect time we wrote, so that a delayed will can tell a later
-        // connection apart.
-        let mut disconnected_at = None;
+        // A will with a delay waits in meta as pending, held by this broker, so that it
+        // survives this broker dying during the delay; one due at once is published by
+        // this broker alone, after the write below cleared it from meta.
+        let will = if send_will { self.will.take() } else { None };
+        let delay = will
+            .as_ref()
+            .map_or(0, |w| will::delay_secs(w, self.expiry_secs));
+        let mut guard = will::Guard::Unrecorded {
+            disconnected_at_ms: None,
+        };
         if self.claimed_elsewhere {
             // The new owner resumed from our last checkpoint; writing now would undo its
             // claim (and meta would refuse it anyway).
         } else {
             // Written as disconnected, also with expiry 0 (meta's sweep then removes it):
             // unlike a delete, this write cannot remove a session another broker has
-            // claimed meanwhile. No will in it: from here on this broker alone publishes
-            // the will.
-            let s = self.to_meta(0);
+            // claimed meanwhile.
+            let mut s = self.to_meta(0);
             let at = s.disconnected_at_ms;
-            match self.save(s).await {
-                Saved::Done => disconnected_at = Some(at),
+            let pending = will.is_some() && delay > 0;
+            if pending {
+                (s.will, s.will_delay_secs) = will::to_meta(will.as_ref(), self.expiry_secs);
+                will::hold(&ctx, &mut s, delay);
+            }
+            match self.save(s.clone()).await {
+                Saved::Done if pending => guard = will::Guard::Held(s),
+                Saved::Done => {
+                    guard = will::Guard::Unrecorded {
+                        disconnected_at_ms: Some(at),
+                    }
+                }
                 Saved::Refused => {
                     tracing::info!(client_id = %self.client_id, "final save refused: session owned elsewhere");
                     self.lost_ownership();
@@ -415,14 +432,15 @@ impl Session {
                 Saved::Failed => {}
             }
         }
-        if send_will && let Some(w) = self.will.take() {
-            let delay = will::delay_secs(&w, self.expiry_secs);
+        if let Some(w) = will
+            && !self.claimed_elsewhere
+        {
             will::schedule(
                 ctx.clone(),
                 self.client_id.clone(),
                 w,
-                delay,
-                disconnected_at,
+                Duration::from_secs(delay.into()),
+                guard,
             );
         }
         ctx.registry.unregister(&self.client_id, self.conn_id);

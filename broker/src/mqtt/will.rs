@@ -3,17 +3,19 @@
 //!
 //! The will of a live connection is also stored with its session in meta ([`to_meta`],
 //! JSON in `Session.will`), so that if this broker dies another broker can publish it
-//! (`orphans`). Whoever publishes a will has first cleared it in meta with a write
-//! conditional on the owner, so each will is published once: the owner clears it in its
-//! final "disconnected" write, a sweeper in the write that takes the session from a dead
-//! owner.
+//! (`orphans`). A will that waits out a delay stays in meta too, as pending, with the
+//! broker that is to publish it (`Session.will_holder`) and when it is due: if that broker
+//! dies, another takes the will over and publishes it when due (`orphans`), and a client
+//! that reconnects anywhere cancels it (its claim clears the holder). Whoever publishes a
+//! will has first cleared it in meta with a write conditional on the owner or on the
+//! holder, so each will is published once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use mqtt_codec::{LastWill, Properties, QoS};
-use robustmq_proto::meta::NameRequest;
+use robustmq_proto::meta::{NameRequest, Session, UpdateSessionRequest};
 use serde::{Deserialize, Serialize};
 
 use super::{Context, ingest, now_ms};
@@ -110,18 +112,30 @@ pub fn from_meta(bytes: &[u8]) -> Option<LastWill> {
     })
 }
 
-/// Publishes the will now, or after `delay` seconds unless the client comes back: on
-/// this broker (the registry cancels the wait) or on any other (meta shows the session
-/// claimed again; `disconnected_at_ms` is the disconnect time this broker wrote, if any,
-/// so that a later connection that also ended is told apart).
-pub fn schedule(
-    ctx: Arc<Context>,
-    client_id: String,
-    w: LastWill,
-    delay: u32,
-    disconnected_at_ms: Option<u64>,
-) {
-    if delay == 0 {
+/// What decides, when the wait is over, whether the will goes out.
+pub enum Guard {
+    /// Meta holds the will as pending in this session, with this broker (in its current
+    /// run) as the holder: it goes out only if the write clearing it there wins.
+    Held(Session),
+    /// Meta does not hold it (the will is due at once, or meta could not be written): it
+    /// goes out unless meta shows the session claimed again. `disconnected_at_ms` is the
+    /// disconnect time this broker wrote, if any, so that a later connection that also
+    /// ended is told apart.
+    Unrecorded { disconnected_at_ms: Option<u64> },
+}
+
+/// Marks the will in `s` (a session without an owner) as pending, held by this broker
+/// and due in `delay_secs`.
+pub fn hold(ctx: &Context, s: &mut Session, delay_secs: u32) {
+    s.will_holder = ctx.node_id;
+    s.will_holder_epoch = ctx.registry.epoch();
+    s.will_due_ms = now_ms() + u64::from(delay_secs) * 1000;
+}
+
+/// Publishes the will after `wait` (at once when zero) unless the client comes back:
+/// on this broker (the registry cancels the wait) or on any other (see [`Guard`]).
+pub fn schedule(ctx: Arc<Context>, client_id: String, w: LastWill, wait: Duration, guard: Guard) {
+    if wait.is_zero() && matches!(guard, Guard::Unrecorded { .. }) {
         tokio::spawn(async move {
             let code = ingest::publish(&ctx, to_record(&client_id, &w)).await;
             tracing::info!(%client_id, topic = %w.topic, code = code.0, "will published");
@@ -135,18 +149,63 @@ pub fn schedule(
                 tracing::info!(%client_id, "client reconnected; delayed will dropped");
             }
             _ = ctx.cancel.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_secs(delay as u64)) => {
+            _ = tokio::time::sleep(wait) => {
                 ctx.registry.will_done(&client_id, id);
-                if !still_gone(&ctx, &client_id, disconnected_at_ms).await {
-                    tracing::info!(%client_id, "client reconnected elsewhere; delayed will dropped");
+                let go = match guard {
+                    Guard::Held(s) => release(&ctx, s).await,
+                    Guard::Unrecorded { disconnected_at_ms } => {
+                        still_gone(&ctx, &client_id, disconnected_at_ms).await
+                    }
+                };
+                if !go {
+                    tracing::info!(%client_id, "client reconnected, or another broker holds the will; delayed will dropped");
                     return;
                 }
                 // The will goes out at the time it is published, not when the client left.
                 let code = ingest::publish(&ctx, to_record(&client_id, &w)).await;
-                tracing::info!(%client_id, topic = %w.topic, delay, code = code.0, "delayed will published");
+                tracing::info!(%client_id, topic = %w.topic, wait_ms = wait.as_millis() as u64, code = code.0, "delayed will published");
             }
         }
     });
+}
+
+/// How often, and how far apart, [`release`] tries meta before it publishes anyway.
+const RELEASE_TRIES: u32 = 5;
+const RELEASE_RETRY: Duration = Duration::from_secs(1);
+
+/// Clears the pending will this broker holds in `s`; whether it is ours to publish. If
+/// meta cannot be reached, the will is published after a few tries: a late duplicate
+/// (another broker took it over meanwhile) is better than losing it.
+async fn release(ctx: &Context, s: Session) -> bool {
+    let cleared = Session {
+        will: Bytes::new(),
+        will_delay_secs: 0,
+        will_holder: 0,
+        will_holder_epoch: 0,
+        will_due_ms: 0,
+        ..s.clone()
+    };
+    let req = UpdateSessionRequest {
+        session: Some(cleared),
+        expected_owner: 0,
+        expected_epoch: 0,
+        expected_will_holder: s.will_holder,
+        expected_will_holder_epoch: s.will_holder_epoch,
+    };
+    for attempt in 1..=RELEASE_TRIES {
+        match ctx.meta.client().update_session(req.clone()).await {
+            Ok(_) => return true,
+            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                tracing::debug!(client_id = %s.client_id, reason = %e.message(), "pending will not ours to publish");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %s.client_id, attempt, error = %e, "clearing a pending will in meta");
+                tokio::time::sleep(RELEASE_RETRY).await;
+            }
+        }
+    }
+    true
 }
 
 /// Whether the session is still without a connection: gone from meta (expired), or

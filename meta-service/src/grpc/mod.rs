@@ -490,18 +490,7 @@ impl MetaService for MetaGrpc {
         &self,
         req: Request<UpdateSessionRequest>,
     ) -> Result<Response<Session>, Status> {
-        let req = req.into_inner();
-        let Some(session) = req.session else {
-            return Err(MetaError::invalid("session", "required").into());
-        };
-        match self
-            .write(Command::UpdateSession {
-                session: Pb(session),
-                expected_owner: req.expected_owner,
-                expected_epoch: req.expected_epoch,
-            })
-            .await?
-        {
+        match self.write(session_write(req.into_inner())?).await? {
             Output::Session(s) => Ok(Response::new(s.0)),
             o => Err(unexpected(o)),
         }
@@ -525,17 +514,11 @@ impl MetaService for MetaGrpc {
         // Proposed concurrently, so the proposer puts them in as few Raft entries as it
         // can; each keeps its own owner check and result.
         let results = futures::future::join_all(updates.into_iter().map(|u| async move {
-            let Some(session) = u.session else {
-                return Status::from(MetaError::invalid("session", "required"));
+            let command = match session_write(u) {
+                Ok(c) => c,
+                Err(e) => return Status::from(e),
             };
-            match self
-                .write(Command::UpdateSession {
-                    session: Pb(session),
-                    expected_owner: u.expected_owner,
-                    expected_epoch: u.expected_epoch,
-                })
-                .await
-            {
+            match self.write(command).await {
                 Ok(Output::Session(_)) => Status::ok(""),
                 Ok(o) => unexpected(o),
                 Err(e) => e,
@@ -591,12 +574,13 @@ impl MetaService for MetaGrpc {
         &self,
         req: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
-        let owner = req.get_ref().owner_broker;
+        let (owner, holder) = (req.get_ref().owner_broker, req.get_ref().will_holder);
         let sessions = self
             .read(&req, |s| {
                 s.list::<Session>(keys::SESSIONS)
                     .into_iter()
                     .filter(|x| owner == 0 || x.owner_broker == owner)
+                    .filter(|x| holder == 0 || x.will_holder == holder)
                     .collect()
             })
             .await?;
@@ -858,5 +842,29 @@ impl MetaService for MetaGrpc {
             r.from_revision,
             self.shutdown.clone(),
         )))
+    }
+}
+
+/// The command for a conditional session write: on the owner, or on the holder of a
+/// pending will (never both).
+fn session_write(u: UpdateSessionRequest) -> Result<Command, MetaError> {
+    let Some(session) = u.session else {
+        return Err(MetaError::invalid("session", "required"));
+    };
+    match (u.expected_owner, u.expected_will_holder) {
+        (0, holder) if holder != 0 => Ok(Command::UpdateSessionWill {
+            session: Pb(session),
+            holder,
+            holder_epoch: u.expected_will_holder_epoch,
+        }),
+        (_, 0) => Ok(Command::UpdateSession {
+            session: Pb(session),
+            expected_owner: u.expected_owner,
+            expected_epoch: u.expected_epoch,
+        }),
+        _ => Err(MetaError::invalid(
+            "expected_will_holder",
+            "a write is conditional on the owner or on the will holder, not both",
+        )),
     }
 }

@@ -158,6 +158,13 @@ pub enum Command {
         expected_owner: u64,
         expected_epoch: u64,
     },
+    /// A session write that applies only while the session has no owner and its pending
+    /// will is held by `holder` (in run `holder_epoch`, unless 0).
+    UpdateSessionWill {
+        session: Pb<Session>,
+        holder: u64,
+        holder_epoch: u64,
+    },
 }
 
 /// What a command returns to its caller.

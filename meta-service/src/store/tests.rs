@@ -460,6 +460,74 @@ fn a_broker_restarted_under_the_same_id_takes_its_earlier_runs_sessions_once() {
 }
 
 #[test]
+fn a_pending_will_is_published_or_taken_over_once_and_cancelled_by_a_reconnect() {
+    let mut s = State::new(100);
+    let Output::Claimed { current, .. } = apply(&mut s, 0, claim_c1(1, b"w")).unwrap() else {
+        panic!("claimed")
+    };
+    // Broker 1 saves the ended connection with its will pending, held by itself.
+    let mut pending = current.0.clone();
+    pending.owner_broker = 0;
+    pending.disconnected_at_ms = 1000;
+    (pending.will_holder, pending.will_holder_epoch) = (1, 10);
+    pending.will_due_ms = 4000;
+    apply(&mut s, 1000, update(pending.clone(), 1)).unwrap();
+    let on_will = |session: Session, holder, epoch| Command::UpdateSessionWill {
+        session: Pb(session),
+        holder,
+        holder_epoch: epoch,
+    };
+
+    // The session expires at 61 s, but not while its will waits: the will is due by then.
+    assert!(!s.needs_sweep(70_000), "a pending will keeps its session");
+
+    // Broker 2 takes the will over from broker 1 (dead): once, and only from broker 1.
+    let mut taken = pending.clone();
+    (taken.will_holder, taken.will_holder_epoch) = (2, 20);
+    assert!(apply(&mut s, 5000, on_will(taken.clone(), 3, 0)).is_err());
+    assert!(apply(&mut s, 5000, on_will(taken.clone(), 1, 11)).is_err());
+    apply(&mut s, 5000, on_will(taken.clone(), 1, 10)).expect("taken over");
+    let e = apply(&mut s, 5001, on_will(taken.clone(), 1, 10)).unwrap_err();
+    assert!(
+        matches!(&e, MetaError::FailedPrecondition(m) if m.contains("held by broker 2")),
+        "{e:?}"
+    );
+    // A write conditional on the holder cannot give the session an owner.
+    let mut owned = taken.clone();
+    owned.owner_broker = 2;
+    assert!(matches!(
+        apply(&mut s, 5002, on_will(owned, 2, 20)),
+        Err(MetaError::InvalidArgument { .. })
+    ));
+    // Published: the holder clears it, and the session may expire.
+    let mut cleared = taken.clone();
+    cleared.will.clear();
+    (
+        cleared.will_holder,
+        cleared.will_holder_epoch,
+        cleared.will_due_ms,
+    ) = (0, 0, 0);
+    apply(&mut s, 6000, on_will(cleared.clone(), 2, 20)).expect("published once");
+    assert!(apply(&mut s, 6001, on_will(cleared, 2, 20)).is_err());
+    assert!(s.needs_sweep(70_000));
+
+    // A reconnect cancels a pending will: the holder's write then fails.
+    apply(&mut s, 7000, claim_c1(1, b"w")).unwrap();
+    apply(&mut s, 7001, update(pending.clone(), 1)).unwrap();
+    apply(&mut s, 7002, claim_c1(3, b"")).unwrap();
+    let stored = s.get::<Session>(&keys::session("c1")).unwrap();
+    assert_eq!(
+        (
+            stored.will_holder,
+            stored.will_holder_epoch,
+            stored.will_due_ms
+        ),
+        (0, 0, 0)
+    );
+    assert!(apply(&mut s, 7003, on_will(pending, 1, 10)).is_err());
+}
+
+#[test]
 fn kv_put_with_an_expected_revision_is_a_compare_and_swap() {
     let mut s = State::new(100);
     let put = |v: &str, expected| Command::KvPut {

@@ -50,6 +50,18 @@ fn expired(session: &Session, now: u64) -> bool {
         && session.disconnected_at_ms + u64::from(session.expiry_interval_secs) * 1000 <= now
 }
 
+/// Whether the sweep removes the session: expired, and no will waits in it. A will's delay
+/// is at most the session expiry, so a pending will is due by the time its session
+/// expires; the session stays until the will is published (or taken over from a dead
+/// holder and then published), as the will would be lost with it.
+fn removable(session: &Session, now: u64) -> bool {
+    expired(session, now) && !pending_will(session)
+}
+
+fn pending_will(session: &Session) -> bool {
+    session.owner_broker == 0 && session.will_holder != 0
+}
+
 pub(super) fn put_session(s: &mut State, session: &Session) -> MetaResult<Output> {
     free_key("client_id", &session.client_id)?;
     s.put(keys::session(&session.client_id), session);
@@ -93,6 +105,52 @@ pub(super) fn update_session(
     put_session(s, session)
 }
 
+/// [`put_session`] only while the stored session has no owner and its pending will is
+/// held by `holder` (in its run `holder_epoch`, unless 0): exactly one broker publishes
+/// the will, or takes it over from a dead holder, and a client that reconnected (a
+/// claim clears the holder) gets no will from its previous connection.
+pub(super) fn update_session_will(
+    s: &mut State,
+    session: &Session,
+    holder: u64,
+    holder_epoch: u64,
+) -> MetaResult<Output> {
+    free_key("client_id", &session.client_id)?;
+    if holder == 0 {
+        return Err(MetaError::invalid(
+            "expected_will_holder",
+            "must be a broker id (0 means no holder)",
+        ));
+    }
+    if session.owner_broker != 0 {
+        return Err(MetaError::invalid(
+            "session.owner_broker",
+            "must be 0 in a write conditional on the will holder",
+        ));
+    }
+    let id = &session.client_id;
+    let Some(stored) = s.get::<Session>(&keys::session(id)) else {
+        return Err(MetaError::precondition(format!(
+            "session '{id}' is not stored"
+        )));
+    };
+    if stored.owner_broker != 0 {
+        return Err(MetaError::precondition(format!(
+            "session '{id}' is connected again (owner broker {})",
+            stored.owner_broker
+        )));
+    }
+    if stored.will_holder != holder
+        || (holder_epoch != 0 && stored.will_holder_epoch != holder_epoch)
+    {
+        return Err(MetaError::precondition(format!(
+            "the will of session '{id}' is held by broker {} (epoch {}), not {holder}",
+            stored.will_holder, stored.will_holder_epoch
+        )));
+    }
+    put_session(s, session)
+}
+
 /// Makes `broker_id` the owner of the session, returning what was stored before so that
 /// the new owner can resume it and the old owner can be told to let go.
 pub(super) fn claim_session(
@@ -112,6 +170,10 @@ pub(super) fn claim_session(
             will: claim.will.clone(),
             will_delay_secs: claim.will_delay_secs,
             owner_epoch: claim.broker_epoch,
+            // The client is back: a will pending from its last connection is not sent.
+            will_holder: 0,
+            will_holder_epoch: 0,
+            will_due_ms: 0,
             ..prev.clone()
         },
         _ => Session {
@@ -141,7 +203,7 @@ pub(super) fn expire_sessions(s: &mut State, now: u64) {
     let gone: Vec<String> = s
         .list::<Session>(keys::SESSIONS)
         .into_iter()
-        .filter(|x| expired(x, now))
+        .filter(|x| removable(x, now))
         .map(|x| keys::session(&x.client_id))
         .collect();
     for k in gone {
@@ -178,7 +240,7 @@ pub(super) fn expire_retained(s: &mut State, now: u64) {
 pub(super) fn has_expired(s: &State, now: u64) -> bool {
     s.list::<Session>(keys::SESSIONS)
         .iter()
-        .any(|x| expired(x, now))
+        .any(|x| removable(x, now))
         || s.list::<RetainedMessage>(keys::RETAINED)
             .iter()
             .any(|m| m.expires_at_ms != 0 && m.expires_at_ms <= now)

@@ -60,6 +60,11 @@ pub(super) fn apply(s: &mut State, cmd: &Command, now_ms: u64) -> MetaResult<Out
             expected_owner,
             expected_epoch,
         } => clients::update_session(s, &session.0, *expected_owner, *expected_epoch),
+        Command::UpdateSessionWill {
+            session,
+            holder,
+            holder_epoch,
+        } => clients::update_session_will(s, &session.0, *holder, *holder_epoch),
     }
 }
 
