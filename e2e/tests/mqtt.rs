@@ -1124,6 +1124,30 @@ async fn a_delayed_will_outlives_the_broker_holding_it_and_a_reconnect_cancels_i
         c.wait_for("received SUBACK", subscribed)?;
         Ok(c)
     };
+    // First a takeover across brokers, no broker dying: a second connection with the
+    // same client id on broker 2 ends the first with 0x8E. A will without delay goes
+    // out at once; a delayed one not at all, as the client is back.
+    let mut quick = open(
+        split.brokers[0].mqtt,
+        &connect_v5_with_will("taken-quick", "wills/taken-quick", "gone", 0, 0),
+    )?;
+    let mut slow = open(
+        split.brokers[0].mqtt,
+        &connect_v5_with_will("taken-slow", "wills/taken-slow", "gone", 60, 15),
+    )?;
+    let quick2 = open(split.brokers[1].mqtt, &connect_v5("taken-quick"))?;
+    let slow2 = open(split.brokers[1].mqtt, &connect_v5("taken-slow"))?;
+    for old in [&mut quick, &mut slow] {
+        let sent = read_to_close(old)?;
+        assert!(
+            sent.starts_with(&[0xE0]) && sent.get(2) == Some(&0x8E),
+            "want DISCONNECT 0x8E, got {sent:?}"
+        );
+    }
+    let taken = watcher.message("wills/", Duration::from_secs(10))?;
+    assert_eq!(taken, "wills/taken-quick gone");
+    drop((quick, slow, quick2, slow2));
+
     let (gone, back) = (delayed("pending-gone")?, delayed("pending-back")?);
 
     // Both connections end without DISCONNECT (the clients are killed): broker 1 keeps
@@ -1272,18 +1296,37 @@ async fn a_broker_paused_past_its_lease_loses_its_sessions_and_ends_them_with_0x
     Ok(())
 }
 
-/// A v5 CONNECT with clean start, keep alive 60 and a QoS 1 will.
-fn connect_v5_with_will(client_id: &str, topic: &str, payload: &str) -> Vec<u8> {
+/// A v5 CONNECT with clean start, keep alive 60, a session expiry of `expiry` seconds and a
+/// QoS 1 will delayed `delay` seconds.
+fn connect_v5_with_will(
+    client_id: &str,
+    topic: &str,
+    payload: &str,
+    expiry: u32,
+    delay: u32,
+) -> Vec<u8> {
     fn string(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&(s.len() as u16).to_be_bytes());
         out.extend_from_slice(s.as_bytes());
     }
-    // Flags: clean start (0x02), will (0x04), will QoS 1 (0x08); no CONNECT properties.
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x0E, 0, 60, 0];
+    // Flags: clean start (0x02), will (0x04), will QoS 1 (0x08).
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x0E, 0, 60];
+    if expiry > 0 {
+        body.extend([5, 0x11]);
+        body.extend(expiry.to_be_bytes());
+    } else {
+        body.push(0);
+    }
     string(&mut body, client_id);
-    body.push(0); // no will properties
+    if delay > 0 {
+        body.extend([5, 0x18]);
+        body.extend(delay.to_be_bytes());
+    } else {
+        body.push(0);
+    }
     string(&mut body, topic);
     string(&mut body, payload);
+    assert!(body.len() < 128, "one-byte remaining length");
     let mut p = vec![0x10, body.len() as u8];
     p.extend(body);
     p
@@ -1299,7 +1342,7 @@ async fn a_broker_restarted_under_its_id_publishes_the_wills_its_earlier_run_lef
     let watcher = will_watcher(&p2, "restart-watcher")?;
     let client = open(
         split.brokers[0].mqtt,
-        &connect_v5_with_will("restart-holder", "wills/restart", "gone"),
+        &connect_v5_with_will("restart-holder", "wills/restart", "gone", 0, 0),
     )?;
 
     // SIGKILL and start again at once: broker 1 registers again well within its lease

@@ -397,7 +397,9 @@ impl Session {
         // A will with a delay waits in meta as pending, held by this broker, so that it
         // survives this broker dying during the delay; one due at once is published by
         // this broker alone, after the write below cleared it from meta.
-        let will = if send_will { self.will.take() } else { None };
+        // Gone already if another broker took the session as from a dead one: that
+        // broker has the will.
+        let mut will = if send_will { self.will.take() } else { None };
         let delay = will
             .as_ref()
             .map_or(0, |w| will::delay_secs(w, self.expiry_secs));
@@ -428,13 +430,18 @@ impl Session {
                 Saved::Refused => {
                     tracing::info!(client_id = %self.client_id, "final save refused: session owned elsewhere");
                     self.lost_ownership();
+                    will = None;
                 }
                 Saved::Failed => {}
             }
         }
-        if let Some(w) = will
-            && !self.claimed_elsewhere
-        {
+        if let Some(w) = will {
+            // Claimed on another broker: the client is back there, so a delayed will is
+            // not sent; one due at once goes out, as on a takeover here (MQTT 5 3.1.4).
+            if self.claimed_elsewhere && delay > 0 {
+                tracing::info!(client_id = %self.client_id, "client reconnected elsewhere; delayed will dropped");
+                return self.unregister();
+            }
             will::schedule(
                 ctx.clone(),
                 self.client_id.clone(),
@@ -443,8 +450,13 @@ impl Session {
                 guard,
             );
         }
-        ctx.registry.unregister(&self.client_id, self.conn_id);
-        ctx.stats
+        self.unregister();
+    }
+
+    fn unregister(self) {
+        self.ctx.registry.unregister(&self.client_id, self.conn_id);
+        self.ctx
+            .stats
             .connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(client_id = %self.client_id, "session ended");
