@@ -1149,6 +1149,11 @@ async fn a_delayed_will_outlives_the_broker_holding_it_and_a_reconnect_cancels_i
     drop((quick, slow, quick2, slow2));
 
     let (gone, back) = (delayed("pending-gone")?, delayed("pending-back")?);
+    // And one whose will has no delay, connected when broker 1 dies.
+    let quick = open(
+        split.brokers[0].mqtt,
+        &connect_v5_with_will("pending-quick", "wills/pending-quick", "gone", 60, 0),
+    )?;
 
     // Both connections end without DISCONNECT (the clients are killed): broker 1 keeps
     // each will pending in meta, held by itself, due in 15 s.
@@ -1185,9 +1190,24 @@ async fn a_delayed_will_outlives_the_broker_holding_it_and_a_reconnect_cancels_i
         "-q", "1", "-t", "idle/pending", "-d",
     ])?;
     back.wait_for("received CONNACK", subscribed)?;
-    let will = watcher.message("wills/", Duration::from_secs(40))?;
-    let after = ended.elapsed();
-    assert_eq!(will, "wills/pending-gone gone");
+    // The client without a will delay reconnects at once, before anyone sees broker 1
+    // dead: its lost connection's will still goes out, once broker 1's lease lapses.
+    drop(quick);
+    let quick = open(split.brokers[1].mqtt, &connect_v5("pending-quick"))?;
+    let mut after = Duration::ZERO;
+    let mut wills = Vec::new();
+    for _ in 0..2 {
+        let w = watcher.message("wills/", Duration::from_secs(40))?;
+        if w.starts_with("wills/pending-gone") {
+            after = ended.elapsed();
+        }
+        wills.push(w);
+    }
+    wills.sort();
+    assert_eq!(
+        wills,
+        ["wills/pending-gone gone", "wills/pending-quick gone"]
+    );
     // The delay counts from the end of the connection, as broker 1 recorded it.
     assert!(
         after >= Duration::from_secs(14),
@@ -1211,7 +1231,7 @@ async fn a_delayed_will_outlives_the_broker_holding_it_and_a_reconnect_cancels_i
         .into_inner();
     assert_eq!((s.owner_broker, s.will_holder), (0, 0), "{s:?}");
     assert!(s.will.is_empty(), "{s:?}");
-    drop((back, watcher));
+    drop((back, quick, watcher));
     split.stop();
     dir.pass();
     Ok(())

@@ -21,6 +21,11 @@
 //! taken from it (`takeover`). Only EXPIRED brokers are looked for: one removed from
 //! meta (UnregisterNode, which brokers never call) is not.
 //!
+//! A client that reconnects before its dead broker's lease lapses claims the session
+//! first, so no sweep would see the old connection's will: the claiming broker publishes
+//! the will of the connection it took over when it is due at once ([`after_claim`]),
+//! whether the old owner is dead or ends that connection itself.
+//!
 //! A broker restarted under the same node id before its lease lapsed is never seen dead:
 //! once after starting, it takes the connected sessions and the pending wills that an
 //! earlier run of its own (another epoch) left in meta.
@@ -233,4 +238,34 @@ async fn take_wills(
         }
     }
     Ok(())
+}
+
+/// After a claim took `previous` from a live connection on another broker (or on an
+/// earlier run of this one): that connection is over, and if its will is due at once,
+/// this broker publishes it. The old owner, if it runs, ends the connection with 0x8E
+/// and drops its copy (`session`); if it died before its lease lapsed, no sweep will see
+/// the will, as the session is claimed. A delayed will is not sent: the client is back.
+pub fn after_claim(ctx: &Arc<Context>, previous: &Session) {
+    let owner = previous.owner_broker;
+    let ours = owner == ctx.node_id
+        && (previous.owner_epoch == 0 || previous.owner_epoch == ctx.registry.epoch());
+    if owner == 0 || ours || previous.will_delay_secs != 0 {
+        // No live connection, or ours (a local takeover: the earlier connection
+        // publishes its own will), or the client is back within the delay.
+        return;
+    }
+    let Some(w) = will::from_meta(&previous.will) else {
+        return;
+    };
+    tracing::info!(client_id = %previous.client_id, owner, "publishing the will of the connection this claim took over");
+    let guard = will::Guard::Unrecorded {
+        disconnected_at_ms: None,
+    };
+    will::schedule(
+        ctx.clone(),
+        previous.client_id.clone(),
+        w,
+        Duration::ZERO,
+        guard,
+    );
 }

@@ -436,10 +436,11 @@ impl Session {
             }
         }
         if let Some(w) = will {
-            // Claimed on another broker: the client is back there, so a delayed will is
-            // not sent; one due at once goes out, as on a takeover here (MQTT 5 3.1.4).
-            if self.claimed_elsewhere && delay > 0 {
-                tracing::info!(client_id = %self.client_id, "client reconnected elsewhere; delayed will dropped");
+            // Claimed on another broker: the client is back there. That broker publishes
+            // this connection's will if it is due at once (`orphans::after_claim`), from
+            // the copy in meta; a delayed one is not sent.
+            if self.claimed_elsewhere {
+                tracing::info!(client_id = %self.client_id, "session claimed on another broker; its will is that broker's");
                 return self.unregister();
             }
             will::schedule(

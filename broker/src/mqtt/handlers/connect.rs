@@ -22,7 +22,7 @@ use crate::mqtt::dispatch::match_plain;
 use crate::mqtt::outbound::Outbound;
 use crate::mqtt::session::Session;
 use crate::mqtt::state::Persistent;
-use crate::mqtt::{Context, Stats, will};
+use crate::mqtt::{Context, Stats, orphans, will};
 
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -207,6 +207,9 @@ async fn establish(
             return None;
         }
     };
+    if let Some(p) = &previous {
+        orphans::after_claim(ctx, p);
+    }
     let state = match (&previous, c.clean_start) {
         (Some(p), false) => Persistent::from_meta(p),
         _ => Persistent::default(),
