@@ -105,22 +105,30 @@ async fn sweep(ctx: &Arc<Context>, swept: &mut Swept) -> Result<(), Status> {
     Ok(())
 }
 
+async fn list_sessions(ctx: &Context, req: ListSessionsRequest) -> Result<Vec<Session>, Status> {
+    Ok(ctx
+        .meta
+        .client()
+        .list_sessions(req)
+        .await?
+        .into_inner()
+        .sessions)
+}
+
 /// Takes every connected session `owner` holds in meta that `orphaned` selects.
 async fn take_all(
     ctx: &Arc<Context>,
     owner: u64,
     orphaned: impl Fn(&Session) -> bool,
 ) -> Result<(), Status> {
-    let sessions = ctx
-        .meta
-        .client()
-        .list_sessions(ListSessionsRequest {
+    let sessions = list_sessions(
+        ctx,
+        ListSessionsRequest {
             owner_broker: owner,
             ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .sessions;
+        },
+    )
+    .await?;
     for s in sessions {
         if s.owner_broker == owner && s.disconnected_at_ms == 0 && orphaned(&s) {
             take(ctx, s).await?;
@@ -195,16 +203,14 @@ async fn take_wills(
     holder: u64,
     orphaned: impl Fn(&Session) -> bool,
 ) -> Result<(), Status> {
-    let sessions = ctx
-        .meta
-        .client()
-        .list_sessions(ListSessionsRequest {
+    let sessions = list_sessions(
+        ctx,
+        ListSessionsRequest {
             will_holder: holder,
             ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .sessions;
+        },
+    )
+    .await?;
     for s in sessions {
         if s.owner_broker != 0 || s.will_holder != holder || !orphaned(&s) {
             continue;

@@ -396,10 +396,15 @@ impl Session {
 
         // A will with a delay waits in meta as pending, held by this broker, so that it
         // survives this broker dying during the delay; one due at once is published by
-        // this broker alone, after the write below cleared it from meta.
-        // Gone already if another broker took the session as from a dead one: that
-        // broker has the will.
-        let mut will = if send_will { self.will.take() } else { None };
+        // this broker alone, after the write below cleared it from meta. Not ours when
+        // another broker claimed the session (the client is back there: that broker
+        // publishes an undelayed will, `orphans::after_claim`, and a delayed one is not
+        // sent) or took it from us as from a dead broker (it has the will).
+        let mut will = if send_will && !self.claimed_elsewhere {
+            self.will.take()
+        } else {
+            None
+        };
         let delay = will
             .as_ref()
             .map_or(0, |w| will::delay_secs(w, self.expiry_secs));
@@ -436,13 +441,6 @@ impl Session {
             }
         }
         if let Some(w) = will {
-            // Claimed on another broker: the client is back there. That broker publishes
-            // this connection's will if it is due at once (`orphans::after_claim`), from
-            // the copy in meta; a delayed one is not sent.
-            if self.claimed_elsewhere {
-                tracing::info!(client_id = %self.client_id, "session claimed on another broker; its will is that broker's");
-                return self.unregister();
-            }
             will::schedule(
                 ctx.clone(),
                 self.client_id.clone(),
@@ -451,13 +449,8 @@ impl Session {
                 guard,
             );
         }
-        self.unregister();
-    }
-
-    fn unregister(self) {
-        self.ctx.registry.unregister(&self.client_id, self.conn_id);
-        self.ctx
-            .stats
+        ctx.registry.unregister(&self.client_id, self.conn_id);
+        ctx.stats
             .connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(client_id = %self.client_id, "session ended");
