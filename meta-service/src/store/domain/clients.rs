@@ -68,6 +68,12 @@ pub(super) fn put_session(s: &mut State, session: &Session) -> MetaResult<Output
     Ok(Output::Session(Pb(session.clone())))
 }
 
+/// The stored session a conditional write checks against; FAILED_PRECONDITION without one.
+fn stored_session(s: &State, id: &str) -> MetaResult<Session> {
+    s.get::<Session>(&keys::session(id))
+        .ok_or_else(|| MetaError::precondition(format!("session '{id}' is not stored")))
+}
+
 /// [`put_session`] only while `expected_owner` owns the stored session (in its run
 /// `expected_epoch`, unless 0): a write from a broker that lost the session (another
 /// broker claimed it, or took it over from a dead owner) must not bring it back.
@@ -85,11 +91,7 @@ pub(super) fn update_session(
         ));
     }
     let id = &session.client_id;
-    let Some(stored) = s.get::<Session>(&keys::session(id)) else {
-        return Err(MetaError::precondition(format!(
-            "session '{id}' is not stored"
-        )));
-    };
+    let stored = stored_session(s, id)?;
     if stored.owner_broker != expected_owner {
         return Err(MetaError::precondition(format!(
             "session '{id}' is owned by broker {}, not {expected_owner}",
@@ -129,11 +131,7 @@ pub(super) fn update_session_will(
         ));
     }
     let id = &session.client_id;
-    let Some(stored) = s.get::<Session>(&keys::session(id)) else {
-        return Err(MetaError::precondition(format!(
-            "session '{id}' is not stored"
-        )));
-    };
+    let stored = stored_session(s, id)?;
     if stored.owner_broker != 0 {
         return Err(MetaError::precondition(format!(
             "session '{id}' is connected again (owner broker {})",
